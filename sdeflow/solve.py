@@ -209,7 +209,7 @@ def _pick_solver(problem: ODE | SDE, spec: Any, adaptive_mode: bool) -> Solver:
 
 # ------------------------------------------------------------------------------ shape checks
 def _checked(fn: Field, name: str, expect: Callable[[Tensor, Tensor], str | None]) -> Field:
-    """Wrap ``fn`` so that its first call checks the output's shape (no extra call)."""
+    """Wrap ``fn`` so that its call checks the output's shape and dtype (no extra call)."""
 
     def wrapped(t: Tensor, x: Tensor) -> Tensor:
         out = fn(t, x)
@@ -217,6 +217,8 @@ def _checked(fn: Field, name: str, expect: Callable[[Tensor, Tensor], str | None
             raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
                             f"{type(out).__name__}")
         msg = expect(out, x)
+        if msg is None and out.dtype != x.dtype:
+            msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
         if msg is not None:
             raise ValueError(f"{name}: {msg}")
         return out
