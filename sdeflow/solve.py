@@ -260,9 +260,9 @@ class _Noise:
             if lo < brownian.t0 or hi > brownian.t1:
                 raise ValueError(f"brownian: path lives on [{brownian.t0}, {brownian.t1}] but "
                                  f"the solve spans [{lo}, {hi}]")
-            dw, it = brownian.grid(grid)
-            dw, it = dw.to(self.dtype), it.to(self.dtype)
-            self.full = (dw, it) if space_time else (dw,)
+            dw, it = brownian.grid(grid, space_time=space_time)
+            self.full = (dw.to(self.dtype),) if it is None else (dw.to(self.dtype),
+                                                                 it.to(self.dtype))
         else:
             if seed is None:
                 seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
