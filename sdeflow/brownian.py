@@ -164,45 +164,70 @@ class BrownianPath:
         widths: list[float] = []      # child widths h_j
         tails: list[float] = []       # u - r_j (distance from the child's right end to u)
         pwidth: list[float] = []      # parent width, per child
-        starts: list[int] = []        # first child of each parent
         for k in parents:
             edges = [times[k], *groups[k], times[k + 1]]
-            starts.append(len(widths))
             for a, b in zip(edges[:-1], edges[1:]):
                 widths.append(b - a)
                 tails.append(edges[-1] - b)
                 pwidth.append(edges[-1] - edges[0])
         n = len(widths)
         counts = [len(groups[k]) + 1 for k in parents]
-        ends = [s0 + c - 1 for s0, c in zip(starts, counts)]
         dev = self.device
-        rep = torch.tensor(counts, device=dev)
-        st_i, en_i = torch.tensor(starts, device=dev), torch.tensor(ends, device=dev)
-        # Coefficients, in float64 on [n] vectors (P^-1 has h^-4 in it).
-        hj = torch.tensor(widths, dtype=torch.float64)
-        tail = torch.tensor(tails, dtype=torch.float64)
-        hp = torch.tensor(pwidth, dtype=torch.float64)
         with_i = [self._i[k] is not None for k in parents]
         use_i = all(with_i)
         if any(with_i) and not use_i:  # mixed: refine the two kinds of parents separately
             self._refine([t for k in parents if self._i[k] is None for t in groups[k]])
             self._refine([t for k in parents if self._i[k] is not None for t in groups[k]])
             return
+        # Per-parent operations. When every parent has the same number of children (halving a
+        # grid, say) the children are viewed as [parents, children, ...] and broadcast;
+        # otherwise segments of the flat child axis are summed and repeated.
+        n_par, shp = len(parents), tuple(self.shape)
+        if len(set(counts)) == 1:
+            c = counts[0]
+
+            def seg(v: Tensor) -> Tensor:
+                return v.view(n_par, c, *shp).sum(1)
+
+            def spread(r: Tensor) -> Tensor:
+                return r.unsqueeze(1).expand(n_par, c, *shp).reshape(n, *shp)
+
+            def inner_cumsum(v: Tensor) -> Tensor:
+                return torch.cumsum(v.view(n_par, c, *shp), 1).view(n, *shp)
+        else:
+            starts = [0]
+            for cnt in counts[:-1]:
+                starts.append(starts[-1] + cnt)
+            rep = torch.tensor(counts, device=dev)
+            st_i = torch.tensor(starts, device=dev)
+            en_i = st_i + rep - 1
+
+            def seg(v: Tensor) -> Tensor:
+                return self._segsum(v, st_i, en_i)
+
+            def spread(r: Tensor) -> Tensor:
+                return r.repeat_interleave(rep, 0)
+
+            def inner_cumsum(v: Tensor) -> Tensor:
+                cs = torch.cumsum(v, 0)
+                return cs - spread(cs[st_i] - v[st_i])
+        # Coefficients, in float64 on [n] vectors (P^-1 has h^-4 in it).
+        hj = torch.tensor(widths, dtype=torch.float64)
+        tail = torch.tensor(tails, dtype=torch.float64)
+        hp = torch.tensor(pwidth, dtype=torch.float64)
         # Unconditional children.
         z = self._randn(2 * n if use_i else n)
         dw = z[:n].mul_(self._col(hj.sqrt()))
         pw = torch.stack([self._w[k + 1] - self._w[k] for k in parents])
         if not use_i:
             # Brownian bridge: dW_j += h_j / h (dW - sum_j dW_j)
-            rw = self._segsum(dw, st_i, en_i) - pw
-            dw.sub_(self._col(hj / hp) * rw.repeat_interleave(rep, 0))
+            dw.addcmul_(self._col(hj / hp), spread(pw - seg(dw)))
             it: Tensor | None = None
         else:
             it = torch.addcmul(z[n:] * self._col((hj**3 / 12).sqrt()), self._col(hj / 2), dw)
             pi = torch.stack([self._i[k] for k in parents])  # type: ignore[misc]
-            rw = (pw - self._segsum(dw, st_i, en_i)).repeat_interleave(rep, 0)
-            implied = torch.addcmul(it, self._col(tail), dw)
-            ri = (pi - self._segsum(implied, st_i, en_i)).repeat_interleave(rep, 0)
+            rw = spread(pw - seg(dw))
+            ri = spread(pi - seg(torch.addcmul(it, self._col(tail), dw)))
             # Gain K_j = Cov(c_j, p) P^-1, P^-1 = 12/h^4 [[h^3/3, -h^2/2], [-h^2/2, h]]
             c_ww, c_wi = hj, hj**2 / 2 + hj * tail
             c_iw, c_ii = hj**2 / 2, hj**3 / 3 + hj**2 / 2 * tail
@@ -213,16 +238,17 @@ class BrownianPath:
             it.addcmul_(self._col(c_iw * p00 + c_ii * p01), rw)
             it.addcmul_(self._col(c_iw * p01 + c_ii * p11), ri)
         # W at the new times: left end of the parent plus a cumulative sum within it.
-        csum = torch.cumsum(dw, 0)
-        base = (csum[st_i] - dw[st_i]).repeat_interleave(rep, 0)
-        w_left = torch.stack([self._w[k] for k in parents]).repeat_interleave(rep, 0)
-        w_rows = (csum - base + w_left).unbind(0)
+        w_left = torch.stack([self._w[k] for k in parents])
+        w_rows = (inner_cumsum(dw) + spread(w_left)).unbind(0)
         i_rows = it.unbind(0) if it is not None else [None] * n
+        starts_py = [0]
+        for cnt in counts[:-1]:
+            starts_py.append(starts_py[-1] + cnt)
         # Splice into the stored lists, last parent first so indices stay valid.
-        for k, s0, c in zip(reversed(parents), reversed(starts), reversed(counts)):
+        for k, s0, cnt in zip(reversed(parents), reversed(starts_py), reversed(counts)):
             times[k + 1 : k + 1] = groups[k]
-            self._w[k + 1 : k + 1] = w_rows[s0 : s0 + c - 1]
-            self._i[k : k + 1] = i_rows[s0 : s0 + c]
+            self._w[k + 1 : k + 1] = w_rows[s0 : s0 + cnt - 1]
+            self._i[k : k + 1] = i_rows[s0 : s0 + cnt]
 
     @staticmethod
     def _segsum(v: Tensor, starts: Tensor, ends: Tensor) -> Tensor:
