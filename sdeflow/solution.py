@@ -49,7 +49,7 @@ class Solution:
         """
         if self._interp is None:
             raise ValueError(
-                "evaluate: this solution keeps no dense output; solve with dense=True "
-                "(the default for adaptive ODE solvers)"
+                "evaluate: this solution keeps no dense output; solve an adaptive problem "
+                "with dense=True"
             )
         return self._interp(t)

@@ -55,7 +55,8 @@ def solve(
             ``ts[0]`` to ``ts[-1]`` and saves at each. Time may run backwards.
         solver: a name (see ``sdeflow.solvers.names()``), a solver class or instance. Default:
             ``rk4`` (fixed step) / ``dopri5`` (adaptive) for ODEs, ``euler_maruyama`` for Ito and
-            ``stochastic_heun`` for Stratonovich SDEs.
+            ``stochastic_heun`` for Stratonovich SDEs (adaptive: ``adaptive_milstein``,
+            ``adaptive_em`` for additive and general noise, ``adaptive_stochastic_heun``).
         steps: number of equal fixed steps over the span.
         dt: fixed step size (> 0; its sign follows the span).
         rtol, atol: tolerances of an adaptive solve.
@@ -182,6 +183,11 @@ def _pick_solver(problem: ODE | SDE, spec: Any, adaptive_mode: bool) -> Solver:
     if spec is None:
         if isinstance(problem, ODE):
             spec = "dopri5" if adaptive_mode else "rk4"
+        elif adaptive_mode:  # step doubling (sdeflow.solvers.adaptive_sde)
+            spec = ("adaptive_stochastic_heun" if problem.kind == "stratonovich"
+                    and problem.noise != "additive" else
+                    "adaptive_em" if problem.noise in ("general", "additive")
+                    else "adaptive_milstein")
         else:
             spec = "euler_maruyama" if problem.kind == "ito" or problem.noise == "additive" \
                 else "stochastic_heun"

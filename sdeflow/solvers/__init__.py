@@ -7,7 +7,14 @@ class or an instance and returns an instance. Third-party packages add solvers w
 
 from __future__ import annotations
 
+from .adaptive_sde import (
+    AdaptiveEulerMaruyama,
+    AdaptiveMilstein,
+    AdaptiveStochasticHeun,
+    StepDoubling,
+)
 from .base import ODESolver, SDESolver, Solver, noise_term
+from .embedded import Bosh3, Dopri5, EmbeddedRungeKutta, HeunEuler, Tsit5
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
 from .sde import SRA, SRA1, EulerMaruyama, Milstein, SRATableau, StochasticHeun
 
@@ -25,7 +32,9 @@ def register(cls: type[Solver], name: str | None = None) -> type[Solver]:
     return cls
 
 
-for _cls in (Euler, Midpoint, Heun, RK4Solver, EulerMaruyama, Milstein, StochasticHeun, SRA1):
+for _cls in (Euler, Midpoint, Heun, RK4Solver, HeunEuler, Bosh3, Dopri5, Tsit5,
+             EulerMaruyama, Milstein, StochasticHeun, SRA1,
+             AdaptiveMilstein, AdaptiveEulerMaruyama, AdaptiveStochasticHeun):
     register(_cls)
 
 
@@ -67,5 +76,7 @@ def __getattr__(name: str) -> tuple[str, ...]:
 __all__ = [
     "Solver", "ODESolver", "SDESolver", "RungeKutta", "ButcherTableau", "SRA", "SRATableau",
     "Euler", "Midpoint", "Heun", "RK4Solver", "RK4", "EulerMaruyama", "Milstein",
-    "StochasticHeun", "SRA1", "register", "get", "resolve", "names", "noise_term",
+    "StochasticHeun", "SRA1", "EmbeddedRungeKutta", "HeunEuler", "Bosh3", "Dopri5", "Tsit5",
+    "StepDoubling", "AdaptiveMilstein", "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun",
+    "register", "get", "resolve", "names", "noise_term",
 ]

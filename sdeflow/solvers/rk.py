@@ -105,19 +105,43 @@ class RungeKutta(ODESolver):
             tuple((j, float(a)) for j, a in enumerate(row) if a != 0.0) for row in tab.a
         )
         self._b = tuple((j, float(b)) for j, b in enumerate(tab.b) if b != 0.0)
+        # a fixed step needs the stages up to the last one with a non-zero weight (dopri5: 6)
+        self._n_fixed = max(j for j, _ in self._b) + 1
+        self._err = (
+            None if tab.b_err is None
+            else tuple((j, float(e)) for j, e in enumerate(tab.b_err) if e != 0.0)
+        )
+        self._dense = (
+            None if tab.dense is None
+            else tuple((i, tuple(float(v) for v in row)) for i, row in enumerate(tab.dense)
+                       if any(v != 0.0 for v in row))
+        )
 
-    @property
-    def order(self) -> int:  # type: ignore[override]
-        return self.tableau.order
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # the class itself states its order (sf.solvers.get("rk4").order == 4)
+        if "tableau" in cls.__dict__:
+            cls.order = cls.tableau.order
 
     def evals_per_step(self) -> int:
-        return self.tableau.stages
+        return self._n_fixed
 
     def stages(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
-               k0: Tensor | None = None) -> list[Tensor]:
-        """All stage derivatives ``k_i`` of one step (``k0`` reuses a known first stage)."""
+               k0: Tensor | None = None, n: int | None = None) -> list[Tensor]:
+        """The first ``n`` (default: all) stage derivatives ``k_i`` of one step (``k0`` reuses a
+        known first stage)."""
+        return self._stages(u, tt, x, h, k0, n)[0]
+
+    def _stages(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
+                k0: Tensor | None, n: int | None,
+                out: Sequence[Tensor | None] | None = None) -> tuple[list[Tensor], Tensor]:
+        """``(k, x_last)``: the stage derivatives and the last stage's input. ``out[i]``, if
+        given, receives stage ``i``'s input (no allocation)."""
         rows, cidx = self._rows, self._cidx
+        if n is not None:
+            rows = rows[:n]
         k: list[Tensor] = []
+        xi = x
         for i, row in enumerate(rows):
             if i == 0 and k0 is not None:
                 k.append(k0)
@@ -125,11 +149,73 @@ class RungeKutta(ODESolver):
             xi = x
             if row:
                 j, a = row[0]
-                xi = torch.add(x, k[j], alpha=a * h)
+                buf = out[i] if out is not None else None
+                if buf is None:
+                    xi = torch.add(x, k[j], alpha=a * h)
+                else:
+                    xi = torch.add(x, k[j], alpha=a * h, out=buf)
                 for j, a in row[1:]:
                     xi.add_(k[j], alpha=a * h)
             k.append(u(tt[cidx[i]], xi))
-        return k
+        return k, xi
+
+    def embedded_step(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
+                      k0: Tensor | None = None, out: Sequence[Tensor | None] | None = None
+                      ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """One step of an embedded pair (MATH.md §2): ``(x_new, err, k)``.
+
+        ``x_new = x + h sum_i b_i k_i`` (``x``'s shape), ``err = h sum_i b_err_i k_i`` (the
+        local error estimate, ``x``'s shape) and ``k`` the ``s`` stage derivatives. ``k0``
+        reuses a known first stage ``u(t, x)``. For an FSAL tableau (``a[-1] == b``) ``x_new`` is
+        the last stage's input, so it costs no extra combination, and ``k[-1] = u(t + h, x_new)``
+        is the next step's ``k0``. ``tt`` holds one time per entry of ``self.c``.
+
+        ``out`` (optional, ``s + 1`` tensors of ``x``'s shape or ``None``): preallocated
+        buffers; ``out[i]`` receives stage ``i``'s input (for FSAL the last one is ``x_new``),
+        ``out[s]`` a non-FSAL ``x_new`` and ``out[0]`` the error. Only without autograd.
+        """
+        if self._err is None:
+            raise ValueError(f"solver: {self.name!r} has no error estimate (tableau.b_err)")
+        k, x_last = self._stages(u, tt, x, h, k0, None, out)
+        if self.tableau.fsal:
+            x_new = x_last
+        elif out is not None and out[-1] is not None:
+            x_new = self._combine_into(x, k, h, self._b, out[-1])
+        else:
+            x_new = self.combine(x, k, h)
+        terms = self._err
+        j, w = terms[0]
+        if out is not None and out[0] is not None:
+            err = torch.mul(k[j], w * h, out=out[0])
+        else:
+            err = torch.mul(k[j], w * h)
+        for j, w in terms[1:]:
+            err.add_(k[j], alpha=w * h)
+        return x_new, err, k
+
+    @staticmethod
+    def _combine_into(x: Tensor, k: Sequence[Tensor], h: float,
+                      terms: Sequence[tuple[int, float]], out: Tensor) -> Tensor:
+        j, w = terms[0]
+        y = torch.add(x, k[j], alpha=w * h, out=out)
+        for j, w in terms[1:]:
+            y.add_(k[j], alpha=w * h)
+        return y
+
+    def dense_weights(self, theta: float) -> list[tuple[int, float]] | None:
+        """``[(i, b_i(theta))]`` of the tableau's continuous extension, or ``None`` if it has
+        none: ``x(t + theta h) ~ x + h sum_i b_i(theta) k_i`` with
+        ``b_i(theta) = sum_q dense[i][q] theta^(q+1)``."""
+        if self._dense is None:
+            return None
+        out = []
+        for i, row in self._dense:
+            w, p = 0.0, theta
+            for v in row:
+                w += v * p
+                p *= theta
+            out.append((i, w))
+        return out
 
     def combine(self, x: Tensor, k: Sequence[Tensor], h: float,
                 weights: Sequence[tuple[int, float]] | None = None) -> Tensor:
@@ -144,8 +230,10 @@ class RungeKutta(ODESolver):
     def build(self, u: Field) -> StepFn:
         stages, combine = self.stages, self.combine
 
+        n = self._n_fixed
+
         def step(tt: tuple[Tensor, ...], x: Tensor, h: float, noise: Noise = None) -> Tensor:
-            return combine(x, stages(u, tt, x, h), h)
+            return combine(x, stages(u, tt, x, h, None, n), h)
 
         if len(self._rows) == 1 and len(self._b) == 1:  # one-stage methods: skip the stage loop
             (_, w), = self._b
