@@ -24,6 +24,11 @@ PLUGIN_GROUP = "sdeflow.plugins"
 def _row(res: Any) -> dict[str, Any]:
     from .verify import OrderResult
 
+    mode = res.to_dict().get("mode")
+    if mode in ("tolerance", "sde_tolerance"):
+        d = res.to_dict()
+        d["check"] = "tolerance proportionality" if mode == "tolerance" else "strong err vs tol"
+        return d
     if isinstance(res, OrderResult):
         d = res.to_dict()
         d["check"] = "moment bias order" if res.mode == "bias" else f"{res.mode} order"
@@ -41,6 +46,13 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
         if r["mode"] == "moments":
             theory = f"|z|<={r['n_sigma']:g}"
             measured = f"max|z| {r['max_abs_z']:.2f}, p={r['p_value']:.3g}"
+        elif r["mode"] == "sde_tolerance":
+            theory = f"err~tol^{r['expected']:.3g}"
+            measured = f"slope {r['order']:.3f}, errors fall"
+        elif r["mode"] == "tolerance":
+            lo, hi = r["slope_range"]
+            theory = f"err~tol^1 [{lo:g},{hi:g}]"
+            measured = f"slope {r['order']:.3f}, max err/tol {r['worst_ratio']:.2g}"
         else:
             theory = "?" if r["expected"] is None else f"{r['expected']:g}"
             if r.get("at_least") and r["expected"] is not None:

@@ -53,6 +53,7 @@ import torch
 from . import analytic as _an
 from . import solvers as _solvers
 from .brownian import BrownianPath
+from .problems import ODE
 from .solve import solve
 
 Tensor = torch.Tensor
@@ -912,6 +913,212 @@ def moments(
 
 
 # =========================================================================== suite
+# ------------------------------------------------------------------- tolerance proportionality
+@dataclass
+class ToleranceProportionality:
+    """Result of :func:`tolerance_proportionality`.
+
+    Attributes:
+        solver, problem: what was run.
+        tols: the tolerances (``rtol = atol = tol``).
+        errors: the max-abs error at the final time against the exact/reference solution.
+        nfe: function evaluations of each solve.
+        slope: least-squares slope of ``log(error)`` on ``log(tol)`` (ideal: 1).
+        slope_range: the accepted interval for ``slope``.
+        passed: ``slope`` inside ``slope_range`` and every error below ``max_ratio * tol``.
+    """
+
+    solver: str
+    problem: str
+    tols: list[float]
+    errors: list[float]
+    nfe: list[int]
+    slope: float
+    slope_range: tuple[float, float]
+    max_ratio: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(mode="tolerance", order=self.slope, expected=1.0, ci=(self.slope, self.slope),
+                 worst_ratio=max(e / t for e, t in zip(self.errors, self.tols)))
+        return d
+
+    def summary(self) -> str:
+        status = "PASS" if self.passed else "FAIL"
+        return (f"{self.solver} on {self.problem}: error ~ tol^{self.slope:.2f} (expected in "
+                f"[{self.slope_range[0]}, {self.slope_range[1]}]), worst error/tol "
+                f"{max(e / t for e, t in zip(self.errors, self.tols)):.2g} -> {status}")
+
+
+def _tp_problem(name: str, dtype: torch.dtype
+                ) -> tuple[ODE, Tensor, tuple[float, float], Tensor]:
+    f64 = torch.float64
+    if name == "linear":
+        a = torch.tensor([[-0.5, 2.0, 0.0, 0.3], [-2.0, -0.5, 0.4, 0.0],
+                          [0.0, 0.0, -1.0, 1.0], [0.1, 0.0, -1.0, -0.2]], dtype=f64)
+        x0 = torch.tensor([1.0, 0.0, -0.5, 0.25], dtype=f64)
+        t_end = 5.0
+        exact = _an.expm(t_end * a) @ x0
+        at = a.to(dtype)
+        return ODE(lambda t, x: x @ at.T), x0.to(dtype), (0.0, t_end), exact
+    if name == "rotation":
+        w = 2.0 * math.pi
+        x0 = torch.tensor([1.0, 0.0], dtype=f64)
+        t_end = 3.3
+        exact = torch.tensor([math.cos(w * t_end), -math.sin(w * t_end)], dtype=f64)
+        rot = torch.tensor([[0.0, w], [-w, 0.0]], dtype=dtype)
+        return ODE(lambda t, x: x @ rot.T), x0.to(dtype), (0.0, t_end), exact
+    if name == "vdp":
+        mu, t_end = 2.0, 6.0
+        x0 = torch.tensor([2.0, 0.0], dtype=f64)
+        from scipy.integrate import solve_ivp  # noqa: PLC0415
+
+        ref = solve_ivp(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0.0, t_end),
+                        x0.tolist(), method="DOP853", rtol=1e-13, atol=1e-13)
+        exact = torch.tensor(ref.y[:, -1], dtype=f64)
+
+        def vdp(t: Tensor, x: Tensor) -> Tensor:
+            p, v = x[..., 0], x[..., 1]
+            return torch.stack([v, mu * (1 - p * p) * v - p], dim=-1)
+
+        return ODE(vdp), x0.to(dtype), (0.0, t_end), exact
+    raise ValueError(f"problem: expected 'linear', 'rotation' or 'vdp', got {name!r}")
+
+
+def tolerance_proportionality(
+    solver: str | Any = "dopri5",
+    problem: str = "linear",
+    tols: Sequence[float] | None = None,
+    dtype: torch.dtype = torch.float64,
+    slope_range: tuple[float, float] = (0.7, 1.3),
+    max_ratio: float = 100.0,
+) -> ToleranceProportionality:
+    """Check that an adaptive ODE solver's error is proportional to its tolerance.
+
+    Solves ``problem`` at each ``tol`` (``rtol = atol = tol``; default: five decades, from
+    ``1e-4`` for 4th/5th-order pairs, ``1e-3`` for bosh3, ``1e-2`` for heun_euler), measures the
+    max-abs error at
+    the final time against the exact solution (``"linear"``: a 4x4 non-normal linear system,
+    ``expm``; ``"rotation"``: the harmonic oscillator over 3.3 periods; ``"vdp"``: Van der Pol
+    with mu = 2 against scipy's DOP853 at 1e-13), and fits ``log(error) = a + s log(tol)``. With
+    error control on the embedded estimate and local extrapolation the global error is
+    ``~ C tol`` (MATH.md §2), so ``s`` should be near 1.
+
+    Returns:
+        a :class:`ToleranceProportionality` with the fitted slope and ``passed``.
+    """
+    if tols is None:
+        cls = _solvers.get(solver) if isinstance(solver, str) else solver
+        tab = getattr(cls, "tableau", None)
+        p_hat = min(tab.order, tab.embedded_order or tab.order) if tab is not None else 4
+        top = {1: 2, 2: 3}.get(p_hat, 4)
+        n = 4 if p_hat <= 1 else 5
+        tols = [10.0 ** -(top + i) for i in range(n)]
+    tl = [float(t) for t in tols]
+    if len(tl) < 2 or any(not t > 0 for t in tl):
+        raise ValueError(f"tols: expected at least two positive tolerances, got {tols!r}")
+    ode, x0, span, exact = _tp_problem(problem, dtype)
+    errors, nfes = [], []
+    for tol in tl:
+        sol = solve(ode, x0, span, solver=solver, rtol=tol, atol=tol)
+        errors.append(float((sol.x_final.to(torch.float64) - exact).abs().max()))
+        nfes.append(int(sol.stats["nfe"]))
+    slope = fit_order(tl, [max(e, 1e-300) for e in errors])
+    ok = slope_range[0] <= slope <= slope_range[1] and all(
+        math.isfinite(e) and e <= max_ratio * t for e, t in zip(errors, tl))
+    name = solver if isinstance(solver, str) else getattr(solver, "name", repr(solver))
+    return ToleranceProportionality(name, problem, tl, errors, nfes, slope, slope_range,
+                                    max_ratio, ok)
+
+
+
+@dataclass
+class SDEToleranceResult:
+    """Result of :func:`sde_tolerance_order`: strong error against the tolerance.
+
+    Attributes:
+        solver, problem: what was run.
+        tols: the tolerances (``rtol = atol = tol``).
+        errors: strong errors ``E|X_T - X_T^tol|`` on one shared path per tolerance.
+        steps: accepted steps of each solve.
+        order: least-squares slope of ``log(error)`` on ``log(tol)``.
+        expected: ``p / (p + 1/2)`` for a scheme of strong order ``p``.
+        tolerance: allowed ``|order - expected|``.
+        passed: the slope is within ``tolerance`` and the errors fall with the tolerance.
+    """
+
+    solver: str
+    problem: str
+    tols: list[float]
+    errors: list[float]
+    steps: list[int]
+    order: float
+    expected: float
+    tolerance: float
+    n_paths: int
+    seed: int
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(mode="sde_tolerance", ci=(self.order, self.order))
+        return d
+
+
+def sde_tolerance_order(
+    solver: Any,
+    reference: Any | None = None,
+    tols: Sequence[float] | None = None,
+    n_paths: int = 500,
+    seed: int = 0,
+    tolerance: float = 0.15,
+) -> SDEToleranceResult:
+    """Strong error of an adaptive SDE solver as its tolerance falls, on one shared path.
+
+    Each tolerance's solve (``rtol = atol = tol``) is driven by a ``BrownianPath`` with the same
+    seed, so all solves follow one set of ``n_paths`` paths (rejected steps reuse it), and the
+    error is measured against ``reference.pathwise`` on that path. A controller that keeps the
+    local error of a scheme of strong order ``p`` (mean-square local error ``~ h^(p + 1/2)``) at
+    ``tol`` takes ``h ~ tol^(1/(p + 1/2))``, so the strong error ``~ h^p ~ tol^(p / (p + 1/2))``:
+    2/3 for Milstein and stochastic Heun, 1/2 for Euler--Maruyama.
+
+    Args:
+        solver: an adaptive SDE solver (name, class or instance).
+        reference: an analytic SDE with a pathwise solution (default: GBM(1, 1), posed in the
+            kind the solver supports).
+        tols: tolerances (default: five from 1e-1 to 1e-3; four down to 1.25e-2 for order 0.5,
+            whose cost grows like tol^-2).
+    """
+    inst, _ = _solver_info(solver)
+    name = getattr(inst, "name", repr(inst))
+    if reference is None:
+        reference = _an.GeometricBrownianMotion(1.0, 1.0)
+    problem = _pick_problem(reference, inst)
+    p = inst.strong_order_for(problem.noise)
+    if tols is None:
+        tols = (1e-1, 5e-2, 2.5e-2, 1.25e-2) if p < 1 else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
+    tl = [float(t) for t in tols]
+    if len(tl) < 2 or any(not t > 0 for t in tl):
+        raise ValueError(f"tols: expected at least two positive tolerances, got {tols!r}")
+    n_paths = _check_int(n_paths, "n_paths")
+    x0 = _initial(reference, None, n_paths, _F64, None)
+    t1 = 1.0
+    errors, steps = [], []
+    for tol in tl:
+        bm = BrownianPath(problem.brownian_shape(x0.shape, None), t1=t1, seed=seed, dtype=_F64)
+        sol = solve(problem, x0, (0.0, t1), solver=inst, rtol=tol, atol=tol, brownian=bm)
+        exact = reference.pathwise(t1, x0, bm)
+        errors.append(float((sol.x_final - exact).abs().sum(-1).mean()))
+        steps.append(int(sol.stats["accepted"]))
+    order = fit_order(tl, errors)
+    expected = p / (p + 0.5)
+    falls = all(b < a for a, b in zip(errors[:-1], errors[1:]))
+    return SDEToleranceResult(name, reference.name, tl, errors, steps, order, expected,
+                              tolerance, n_paths, seed,
+                              falls and abs(order - expected) <= tolerance)
+
+
 def default_suite(quick: bool = False) -> dict[str, Any]:
     """Problems, step sizes and sample sizes of ``sdeflow verify`` (see ``docs/verification.md``).
 
@@ -933,6 +1140,9 @@ def default_suite(quick: bool = False) -> dict[str, Any]:
       noise) at 32 steps, 20000 paths (cheap, so quick mode keeps them), targets shifted by the
       scheme's exact bias (:func:`discrete_moments`), 4 standard errors; preceded by
       :func:`bias_order` at 32..256 steps (the bias must vanish at >= the weak order - 0.15).
+    * Embedded pairs: :func:`tolerance_proportionality` on a linear system, a rotation and Van der
+      Pol (mu = 2). Adaptive SDE solvers: :func:`sde_tolerance_order` on GBM(1, 1), 500 paths
+      (quick: 300), instead of their base schemes' fixed-step checks.
     """
     return {
         "gbm": _an.GeometricBrownianMotion(1.0, 1.0),
@@ -948,6 +1158,8 @@ def default_suite(quick: bool = False) -> dict[str, Any]:
                                 [[0.6, 0.2], [0.0, 0.4]]),
         "moment_steps": 32,
         "moment_paths": 20000,
+        "tolerance_problems": ("linear", "rotation", "vdp"),
+        "sde_tolerance_paths": 300 if quick else 500,
         "n_fine": 4096,
         "seed": 0,
     }
@@ -962,18 +1174,18 @@ def _fits(inst: Any, reference: Any) -> bool:
 
 
 def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
-              progress: Callable[[Any], None] | None = None) -> list[OrderResult | MomentsResult]:
+              progress: Callable[[Any], None] | None = None) -> list[Any]:
     """Run every registered (or given) solver on the analytic problems of :func:`default_suite`.
 
-    Returns the list of results (orders and moment checks); ``progress`` is called with each
-    result as it is produced.
+    Returns the list of results (orders, tolerance proportionality of the embedded pairs, and
+    moment checks); ``progress`` is called with each result as it is produced.
     """
     cfg = default_suite(quick)
     if solvers is None:
         solvers = list(_solvers.names())
-    results: list[OrderResult | MomentsResult] = []
+    results: list[Any] = []
 
-    def emit(r: OrderResult | MomentsResult) -> None:
+    def emit(r: Any) -> None:
         results.append(r)
         if progress is not None:
             progress(r)
@@ -981,8 +1193,16 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
     seed = cfg["seed"]
     for spec in solvers:
         inst, _ = _solver_info(spec)
+        if getattr(inst, "is_sde", False) and getattr(inst, "adaptive", False):
+            # its fixed-step behaviour is its base scheme's (checked there); check adaptivity
+            emit(sde_tolerance_order(inst, n_paths=cfg["sde_tolerance_paths"], seed=seed))
+            continue
         if not getattr(inst, "is_sde", False):
             emit(ode_order(inst))
+            tab = getattr(inst, "tableau", None)
+            if tab is not None and tab.b_err is not None:  # an embedded pair: adaptive use
+                for prob in cfg["tolerance_problems"]:
+                    emit(tolerance_proportionality(inst, prob))
             continue
         for key in ("gbm", "additive"):
             ref = cfg[key]

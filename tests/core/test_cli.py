@@ -37,7 +37,8 @@ def small_runs() -> dict[str, tuple[int, str, str]]:
         cfg = real(quick)
         cfg.update(gbm_paths=100, additive_paths=100, weak_paths=1000, moment_paths=2000,
                    gbm_dts=(2**-3, 2**-4, 2**-5), additive_dts=(2**-2, 2**-3, 2**-4),
-                   weak_dts=(2**-2, 2**-3, 2**-4), n_fine=256)
+                   weak_dts=(2**-2, 2**-3, 2**-4), n_fine=256,
+                   tolerance_problems=("linear",), sde_tolerance_paths=50)
         return cfg
 
     with pytest.MonkeyPatch.context() as mp:

@@ -233,3 +233,36 @@ def test_run_suite_reports_progress() -> None:
     assert seen == results and [r.solver for r in results] == ["euler", "rk4"]
     assert all(r.passed for r in results)
     assert sf.solvers.get("sra1").name == "sra1"
+
+
+# ------------------------------------------------------------------ adaptive checks in verify
+def test_tolerance_proportionality_rows_for_embedded_pairs() -> None:
+    """dopri5's global error tracks rtol = atol with slope ~1 on all three problems."""
+    for prob in ("linear", "rotation", "vdp"):
+        res = verify.tolerance_proportionality("dopri5", prob)
+        assert res.passed, res.summary()
+        assert all(b < a for a, b in zip(res.errors[:-1], res.errors[1:]))
+
+
+def test_sde_tolerance_order_matches_step_doubling_theory() -> None:
+    """Strong error ~ tol^(p/(p+1/2)); 500 GBM(1, 1) paths, seed 0, one path per tolerance."""
+    res = verify.sde_tolerance_order("adaptive_milstein", n_paths=500, seed=0)
+    assert res.passed and abs(res.expected - 2 / 3) < 1e-12
+    assert all(b < a for a, b in zip(res.errors[:-1], res.errors[1:]))
+
+
+def test_sde_tolerance_order_catches_a_wrongly_declared_order() -> None:
+    """Euler--Maruyama declared as strong order 1 expects slope 2/3 but shows ~1/2: fails."""
+    from sdeflow.solvers.adaptive_sde import StepDoubling
+    from sdeflow.solvers.sde import EulerMaruyama
+
+    class Overclaimed(EulerMaruyama):
+        strong_order = 1.0
+
+        @classmethod
+        def strong_order_for(cls, noise: str) -> float:
+            return 1.0
+
+    res = verify.sde_tolerance_order(StepDoubling(Overclaimed()), n_paths=500, seed=0,
+                                  tols=(1e-1, 5e-2, 2.5e-2, 1.25e-2))
+    assert not res.passed and res.order < 0.6
