@@ -129,7 +129,7 @@ class Config:
     fixed_stride: int = 1
     max_fixed_steps: int = 4096
     max_fixed_points: int = 12
-    tols: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9)
+    tols: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
     tols_large: tuple[float, ...] = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
     tols_f32: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
     low_order_min_tol: float = 1e-5
@@ -139,7 +139,7 @@ class Config:
     ho_steps: tuple[int, ...] = (16, 64, 256, 1024)
     sra_steps: tuple[int, ...] = (8, 16, 32, 64)
     sra_ref_steps: int = 1024
-    sde_default_problems: tuple[str, ...] = ("ou", "gbm")
+    sde_default_problems: tuple[str, ...] = ("ou",)
 
     @classmethod
     def for_profile(cls, profile: str) -> Config:
@@ -215,7 +215,7 @@ def _once(fn: Callable[[], Any], reps: int, device: torch.device) -> float:
 
 
 CHEAP = 0.06  # seconds: a measurement this short gets CHEAP_EXTRA_ROUNDS more rounds
-CHEAP_EXTRA_ROUNDS = 4
+CHEAP_EXTRA_ROUNDS = 3
 
 
 def calibrate(t: Timed, first_call: float, min_time: float) -> None:
@@ -456,7 +456,7 @@ def ode_cases(cfg: Config) -> list[ODECase]:
         cases.append(ODECase(
             f"mlp_b{b}", f"curved MLP neural ODE, float32, batch {b}", mlp_field,
             torch.randn(b, 4, generator=g, dtype=f64), torch.float32, 2.0,
-            steps(16, 1024 if b <= 256 else 128), cfg.tols_f32,
+            steps(16, 512 if b <= 256 else 128), cfg.tols_f32,
         ))
     if cfg.problems is not None:
         cases = [c for c in cases if c.key in cfg.problems]
@@ -816,7 +816,8 @@ def handloop_section(cfg: Config, notes: Notes, progress: bool) -> list[Record]:
             for lib, meth, fn in variants:
                 try:
                     _, t_first = _warm(fn, dev)
-                    _, t_first = _warm(fn, dev)
+                    if t_first < 0.5:  # a second warm-up where it is cheap
+                        _, t_first = _warm(fn, dev)
                 except Exception as exc:  # noqa: BLE001
                     notes.add(f"handloop: {lib} {meth} on '{title}' failed: {_short_exc(exc)}")
                     bar.update(cfg.hl_rounds + 1)
@@ -1010,7 +1011,8 @@ def ode_runs(case: ODECase, section: str, cfg: Config, notes: Notes) -> list[ODE
 
         def keep(method: str, rtol: float = rtol) -> bool:
             # third-order pairs at tight tolerances cost 10x more and add nothing to compare
-            return method not in low_order or rtol >= cfg.low_order_min_tol * 0.999
+            floor = cfg.low_order_min_tol * (10.0 if case.dtype == torch.float32 else 1.0)
+            return method not in low_order or rtol >= floor * 0.999
 
         for m in filter(keep, mine):
             runs.append(ODERun("sdeflow", m, st, "matched",
@@ -1724,7 +1726,7 @@ def _log_ticks(ax: Any) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: PLC0415
 
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        if lo <= 0 or hi <= 0:
+        if axis.get_scale() != "log" or lo <= 0 or hi <= 0:
             continue
         decades = math.log10(hi / lo)
         subs = (1.0, 2.0, 5.0) if decades < 2.5 else (1.0,)
@@ -1775,6 +1777,7 @@ def plot_handloop(records: list[Record], path: Path) -> Path | None:
     ax.set_yticklabels(labels, fontsize=6.5)
     ax.set_ylim(y - 0.4, -0.6)
     ax.set_xscale("log")
+    _log_ticks(ax)
     ax.tick_params(which="both", labelsize=7)
     ax.set_xlabel("wall time / minimal hand-written torch loop of the same method "
                   "(log scale; solid: 1, dotted: 1.15)", fontsize=8)
