@@ -90,6 +90,10 @@ SCIPY_ADAPTIVE = {"bosh3": "RK23", "dopri5": "RK45", "tsit5": "RK45"}
 
 
 # ===================================================================================== config
+CHEAP = 0.06  # seconds: a measurement this short gets CHEAP_EXTRA_ROUNDS more rounds
+CHEAP_EXTRA_ROUNDS = 3
+
+
 @dataclass
 class Config:
     """What one benchmark run measures. ``Config.for_profile(name)`` gives the presets.
@@ -98,6 +102,7 @@ class Config:
         profile: ``"full"``, ``"quick"`` (< 2 min on 2 cores) or ``"tiny"`` (seconds; tests).
         rounds: interleaved timing rounds of the work-precision sections (medians over them).
         hl_rounds: interleaved timing rounds of the hand-loop section.
+        cheap_extra_rounds: extra rounds for measurements shorter than ``CHEAP`` seconds.
         min_time: a timed measurement repeats the call until it lasts this long (seconds).
         sections: which sections to run (``handloop``, ``ode_fixed``, ``ode_adaptive``, ``sde``).
         device: where the tensors live.
@@ -111,6 +116,7 @@ class Config:
     profile: str = "full"
     rounds: int = 3
     hl_rounds: int = 5
+    cheap_extra_rounds: int = CHEAP_EXTRA_ROUNDS
     min_time: float = 0.02
     sections: tuple[str, ...] = ("handloop", "ode_fixed", "ode_adaptive", "sde")
     device: str = "cpu"
@@ -149,6 +155,7 @@ class Config:
         if profile == "quick":
             return cls(
                 profile="quick", rounds=3, hl_rounds=3, min_time=0.01,
+                cheap_extra_rounds=0,
                 hl_ode_steps={("euler", 1): 400, ("rk4", 1): 200, ("euler", 10_000): 30,
                               ("rk4", 10_000): 15},
                 hl_sde_batch=1000, hl_sde_steps=(128, 1024),
@@ -162,7 +169,7 @@ class Config:
             )
         if profile == "tiny":
             return cls(
-                profile="tiny", rounds=2, hl_rounds=2, min_time=0.0,
+                profile="tiny", rounds=2, hl_rounds=2, min_time=0.0, cheap_extra_rounds=0,
                 hl_ode_batches=(1, 64),
                 hl_ode_steps={("euler", 1): 20, ("rk4", 1): 10, ("euler", 64): 10,
                               ("rk4", 64): 5},
@@ -214,14 +221,11 @@ def _once(fn: Callable[[], Any], reps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-CHEAP = 0.06  # seconds: a measurement this short gets CHEAP_EXTRA_ROUNDS more rounds
-CHEAP_EXTRA_ROUNDS = 3
-
-
-def calibrate(t: Timed, first_call: float, min_time: float) -> None:
+def calibrate(t: Timed, first_call: float, min_time: float,
+              extra_rounds: int = CHEAP_EXTRA_ROUNDS) -> None:
     """Set ``t.reps`` so that one measurement lasts about ``min_time`` seconds.
 
-    Cheap measurements (under ``CHEAP`` seconds) also get ``CHEAP_EXTRA_ROUNDS`` extra rounds:
+    Cheap measurements (under ``CHEAP`` seconds) also get ``extra_rounds`` more rounds:
     they cost little, and a short measurement is the one a burst of activity from another
     process can spoil in most of the rounds.
     """
@@ -229,7 +233,7 @@ def calibrate(t: Timed, first_call: float, min_time: float) -> None:
         t.reps = 1
     else:
         t.reps = int(min(200, max(1, math.ceil(min_time / first_call))))
-    t.extra_rounds = CHEAP_EXTRA_ROUNDS if 0 < first_call * t.reps < CHEAP else 0
+    t.extra_rounds = extra_rounds if 0 < first_call * t.reps < CHEAP else 0
 
 
 def interleave(items: Sequence[Timed], rounds: int, device: torch.device,
@@ -823,7 +827,7 @@ def handloop_section(cfg: Config, notes: Notes, progress: bool) -> list[Record]:
                     bar.update(cfg.hl_rounds + 1)
                     continue
                 t = Timed(f"{lib}:{meth}", fn)
-                calibrate(t, t_first, cfg.min_time)
+                calibrate(t, t_first, cfg.min_time, cfg.cheap_extra_rounds)
                 timed.append((lib, meth, t))
                 bar.update(1)
             interleave([t for *_, t in timed], cfg.hl_rounds, dev, bar.update)
@@ -1082,7 +1086,7 @@ def ode_section(section: str, cfg: Config, notes: Notes, progress: bool) -> list
                 rec.error, rec.nfe = err, float(nfe)
                 t = Timed(f"{run.library}:{run.method}:{run.setting}",
                           _no_grad(run.fn))
-                calibrate(t, t_first, cfg.min_time)
+                calibrate(t, t_first, cfg.min_time, cfg.cheap_extra_rounds)
                 timed.append((run, rec, t))
                 bar.update(1)
             interleave([t for *_, t in timed], cfg.rounds, dev, bar.update)
@@ -1354,7 +1358,7 @@ def sde_section(cfg: Config, notes: Notes, progress: bool) -> list[Record]:
                     bar.update(cfg.rounds + 1)
                     continue
                 t = Timed(f"{sp.library}:{sp.method}:{sp.setting}", fn)
-                calibrate(t, t_first, cfg.min_time)
+                calibrate(t, t_first, cfg.min_time, cfg.cheap_extra_rounds)
                 timed.append((r, t))
                 bar.update(1)
             interleave([t for _, t in timed], cfg.rounds, dev, bar.update)
