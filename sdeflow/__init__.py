@@ -1,18 +1,20 @@
 """sdeflow: ODE and SDE solvers for PyTorch, verified against exact solutions.
 
-The public face: problems (:class:`ODE`, :class:`SDE`), :class:`BrownianPath`, :func:`solve`
-and its :class:`Solution`, the solver registry ``sdeflow.solvers``, and the verification kit
+The public face: problems (:class:`ODE`, :class:`SDE`), Brownian motion (:class:`BrownianPath`),
+:func:`solve` and its :class:`Solution`, the step-size controllers (:class:`ConstantController`,
+:class:`PIController`), the solver registry ``sdeflow.solvers``, and the verification kit
 (``sdeflow.analytic``, ``sdeflow.verify``, ``sdeflow.testing``).
 """
 
 from . import solvers
 from .brownian import BrownianPath
+from .controllers import ConstantController, PIController
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .problems import ODE, SDE
 from .solution import Solution
 from .solve import solve
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> object:
@@ -21,15 +23,11 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
-    if name == "PIController":
-        from .control import PIController  # type: ignore[attr-defined]
-
-        return PIController
     raise AttributeError(f"module 'sdeflow' has no attribute {name!r}")
 
 
 __all__ = [
     "ODE", "SDE", "BrownianPath", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
-    "PIController",
+    "PIController", "ConstantController",
 ]

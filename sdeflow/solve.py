@@ -1,35 +1,40 @@
-"""``solve()``: input checks, the time loop, saving, statistics and errors.
+"""``solve()``: turns its arguments into (terms, solver, stepper, plan, noise) and runs the loop.
 
-One loop serves every fixed-step solver: a solver only supplies a step function (see
-``sdeflow.solvers.base``). Per step the loop does no host synchronisation: the state is checked
-for NaN/inf once per block of steps, and if a block went non-finite it is replayed from its start
-(same noise) to find the exact step where the problem appeared.
+Every argument is checked before any work is done (:mod:`sdeflow._checks`); the time loop itself
+is :func:`sdeflow.integrate.integrate`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from . import solvers as _solvers
-from .brownian import BrownianPath
-from .control import fixed_grid
-from .errors import NonFiniteError
-from .problems import ODE, SDE, Field
+from . import _checks as ck
+from .controllers import ConstantController, PIController
+from .integrate import FixedStepper, Plan, StepHook, adaptive_stepper, integrate, landing_times
+from .noise import GridNoise, PathNoise
+from .problems import ODE, SDE
 from .solution import Solution
-from .solvers.base import ODESolver, SDESolver, Solver
+from .solvers.adaptive_sde import StepDoubling
+from .solvers.base import Solver, Terms
+from .solvers.registry import get, names, resolve
 
 Tensor = torch.Tensor
 
-ODE_BLOCK = 256          # steps between two finiteness checks
-NOISE_BLOCK_ELEMS = 2**22  # Brownian increments drawn per batch (elements)
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-6
+DEFAULT_MAX_STEPS = 100_000
+
+#: extra keyword arguments that modules beside the loop handle (events, adjoints); each maps
+#: to a callable ``(solve_kwargs) -> Solution`` registered by that module.
+EXTENSIONS: dict[str, Any] = {}
 
 
 def solve(
-    problem: ODE | SDE,
+    problem: ODE | SDE | Any,
     x0: Tensor,
     t_span: Sequence[float] | Tensor | None = None,
     *,
@@ -39,111 +44,154 @@ def solve(
     dt: float | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    controller: PIController | ConstantController | None = None,
     seed: int | None = None,
-    brownian: BrownianPath | None = None,
+    brownian: Any = None,
     save_all: bool = False,
-    **adaptive: Any,
+    dense: bool = False,
+    step_ts: Sequence[float] | Tensor | None = None,
+    jump_ts: Sequence[float] | Tensor | None = None,
+    max_steps: int | None = None,
+    dt0: float | None = None,
+    on_failure: str = "raise",
+    **extra: Any,
 ) -> Solution:
-    """Solve an ODE or SDE from ``x0``.
+    """Solve an ODE or SDE from ``x0`` (docs/solvers.md).
 
     Args:
-        problem: an :class:`~sdeflow.ODE` or :class:`~sdeflow.SDE`.
+        problem: an :class:`~sdeflow.ODE` or :class:`~sdeflow.SDE`, or a plain callable
+            ``f(t, x)`` (treated as an ODE).
         x0: initial state; any shape for an ODE, ``(..., d)`` for an SDE. Its dtype and device
             are kept throughout.
         t_span: ``(t_start, t_end)``; saves both ends (every step with ``save_all=True``).
         ts: ``[T]`` strictly monotone output times (instead of ``t_span``); the solve runs from
-            ``ts[0]`` to ``ts[-1]`` and saves at each. Time may run backwards.
-        solver: a name (see ``sdeflow.solvers.names()``), a solver class or instance. Default:
-            ``rk4`` (fixed step) / ``dopri5`` (adaptive) for ODEs, ``euler_maruyama`` for Ito and
-            ``stochastic_heun`` for Stratonovich SDEs (adaptive: ``adaptive_milstein``,
-            ``adaptive_em`` for additive and general noise, ``adaptive_stochastic_heun``).
-        steps: number of equal fixed steps over the span.
-        dt: fixed step size (> 0; its sign follows the span).
-        rtol, atol: tolerances of an adaptive solve.
+            ``ts[0]`` to ``ts[-1]`` and saves at each. ODE solves save there through the
+            solver's interpolant (``step_ts=ts`` forces steps onto them); SDE solves step onto
+            them. Time may run backwards.
+        solver: a name (``sdeflow.solvers.names()``), a solver class or instance. Default:
+            ``rk4`` (fixed) / ``dopri5`` (adaptive) for ODEs; ``euler_maruyama`` (Ito) or
+            ``stochastic_heun`` (Stratonovich) for SDEs, adaptive ``adaptive_milstein``,
+            ``adaptive_em`` (additive and general noise) or ``adaptive_stochastic_heun``.
+        steps, dt: fixed steps (sugar for ``controller=ConstantController(steps=/dt=)``).
+        rtol, atol: tolerances (sugar for ``controller=PIController(rtol=, atol=)``).
+        controller: a :class:`~sdeflow.ConstantController` or :class:`~sdeflow.PIController`.
         seed: seed of the Brownian increments (SDEs); same seed, same result.
-        brownian: a :class:`~sdeflow.BrownianPath` to drive the SDE (shares one path across
-            solves at different step sizes). Conflicts with ``seed``.
+        brownian: a :class:`~sdeflow.BrownianPath` or :class:`~sdeflow.BrownianTree` driving the
+            SDE (shares one path across solves). Conflicts with ``seed``.
         save_all: with ``t_span``, save every step.
-        **adaptive: options of adaptive solves (``controller``, ``max_steps``, ``dt0``,
-            ``step_ts``, ``jump_ts``, ``on_failure``, ``dense``).
+        dense: keep every step's interpolant for ``Solution.evaluate``.
+        step_ts: times the steps land on; jump_ts: discontinuities of the fields in time
+            (stepped onto; stages at a jump see its left limit, the next step restarts from
+            the right limit).
+        max_steps: attempted adaptive steps allowed (default 100,000).
+        dt0: the first adaptive step magnitude (default: Hairer's heuristic for ODEs, 1% of
+            the span for SDEs).
+        on_failure: ``"raise"`` (default) or ``"return"`` (the partial solution with
+            ``status`` ``"max_steps"``, ``"dt_min"`` or ``"nonfinite"``).
 
     Returns:
-        a :class:`~sdeflow.Solution` with ``ts [T]``, ``ys [T, *x0.shape]`` and ``stats``.
+        a :class:`~sdeflow.Solution` with ``ts [T]``, ``ys [T, *x0.shape]`` and ``stats``
+        (``nfe`` counted at every field call; SDEs also ``nfe_drift``, ``nfe_diffusion``).
 
     Raises:
-        ValueError: bad input, naming the argument (shapes, times, step arguments, solver).
-        NonFiniteError: the state became NaN/inf; the message gives the time.
+        ValueError, TypeError: bad input, naming the argument, before any work.
+        SolverError: a failure during integration (see ``on_failure``).
     """
-    if not isinstance(problem, (ODE, SDE)):
-        raise TypeError(f"problem: expected an sdeflow ODE or SDE, got {type(problem).__name__}")
+    for key in extra:
+        if key not in EXTENSIONS:
+            raise TypeError(f"{key}: unknown argument of solve; see help(sdeflow.solve)")
+    args = dict(problem=problem, x0=x0, t_span=t_span, ts=ts, solver=solver, steps=steps,
+                dt=dt, rtol=rtol, atol=atol, controller=controller, seed=seed,
+                brownian=brownian, save_all=save_all, dense=dense, step_ts=step_ts,
+                jump_ts=jump_ts, max_steps=max_steps, dt0=dt0, on_failure=on_failure)
+    active = [k for k, v in extra.items() if v is not None and not (
+        isinstance(v, str) and v == EXTENSIONS[k].default)]
+    if active:
+        return EXTENSIONS[active[0]](args, extra)
+    return run(**args)
+
+
+def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any, dt: Any,
+        rtol: Any, atol: Any, controller: Any, seed: Any, brownian: Any, save_all: Any,
+        dense: Any, step_ts: Any, jump_ts: Any, max_steps: Any, dt0: Any, on_failure: Any,
+        hooks: Sequence[StepHook] = ()) -> Solution:
+    """:func:`solve` after its extensions: check everything, build the pieces, integrate."""
+    problem = ck.problem(problem, t_span)
     is_sde = isinstance(problem, SDE)
-    if not isinstance(x0, Tensor):
-        raise TypeError(f"x0: expected a torch.Tensor, got {type(x0).__name__}")
-    if not x0.is_floating_point():
-        raise ValueError(f"x0: expected a floating-point tensor, got dtype {x0.dtype}")
-    if is_sde and x0.dim() == 0:
-        raise ValueError("x0: an SDE state needs shape (..., d), got a 0-dim tensor")
-    if not bool(torch.isfinite(x0).all()):
-        raise ValueError("x0: contains NaN or inf")
-
-    t_start, t_end, outputs = _times(t_span, ts)
-    adaptive_mode = _step_mode(steps, dt, rtol, atol, solver, adaptive)
-    slv = _pick_solver(problem, solver, adaptive_mode)
-    if adaptive_mode:
-        from .adaptive import solve_adaptive  # noqa: PLC0415  (only adaptive solves need it)
-
-        return solve_adaptive(problem, x0, slv, t_start, t_end, outputs, ts is not None,
-                              save_all, rtol, atol, seed, brownian, **adaptive)
+    ck.state(x0, is_sde)
+    t0, t1, outputs = ck.times(t_span, ts, x0)
+    ctrl, adaptive = _controller(steps, dt, rtol, atol, controller, solver)
+    plan = Plan(t0, t1, outputs, save_every=ck.flag(save_all, "save_all") and ts is None,
+                dense=ck.flag(dense, "dense"), on_failure=ck.choice(
+                    on_failure, "on_failure", ("raise", "return")),
+                max_steps=ck.positive_int(max_steps, "max_steps", DEFAULT_MAX_STEPS),
+                step_ts=ck.time_list(step_ts, "step_ts"),
+                jump_ts=ck.time_list(jump_ts, "jump_ts"),
+                dt0=ck.positive(dt0, "dt0"))
+    plan.snap = ck.snap(t0, t1, ts)
+    if save_all and ts is not None:
+        raise ValueError("save_all: only with t_span (ts already says what to save)")
+    slv = _pick_solver(problem, solver, adaptive)
+    seed = ck.seed(seed)
+    if not is_sde:
+        if brownian is not None:
+            raise ValueError("brownian: an ODE has no Brownian motion; drop the argument")
+        if seed is not None:
+            raise ValueError("seed: an ODE has no noise; drop the argument")
+    elif seed is not None and brownian is not None:
+        raise ValueError("seed, brownian: pass one of them (a Brownian object carries its "
+                         "own seed)")
+    terms, counts, m = ck.terms(problem, x0, t0, brownian, adaptive)
+    if brownian is not None:
+        ck.check_span(brownian, t0, t1)
     if adaptive:
-        raise ValueError(
-            f"{', '.join(sorted(adaptive))}: options of adaptive solves; pass rtol/atol or "
-            f"an adaptive solver"
-        )
-    if seed is not None and brownian is not None:
-        raise ValueError("seed, brownian: pass one of them (a BrownianPath carries its own seed)")
-
-    snap = 1e-10
-    if isinstance(ts, Tensor) and ts.is_floating_point():
-        scale = max(abs(t_start), abs(t_end)) / abs(t_end - t_start)
-        snap = max(snap, 8 * torch.finfo(ts.dtype).eps * max(1.0, scale))
-    grid, out_index = fixed_grid(t_start, t_end, steps, dt, outputs if ts is not None else (),
-                                 snap)
-    if ts is None:
-        out_index = list(range(len(grid))) if save_all else [0, len(grid) - 1]
-    return _fixed(problem, x0, slv, grid, out_index, seed, brownian)
-
-
-# ---------------------------------------------------------------------------------- arguments
-def _times(
-    t_span: Sequence[float] | Tensor | None, ts: Sequence[float] | Tensor | None
-) -> tuple[float, float, list[float]]:
-    if (t_span is None) == (ts is None):
-        raise ValueError("t_span, ts: pass exactly one of them")
-    if ts is not None:
-        vals = ts.detach().reshape(-1).tolist() if isinstance(ts, Tensor) else list(ts)
-        if isinstance(ts, Tensor) and ts.dim() != 1:
-            raise ValueError(f"ts: expected a 1-D sequence of times, got shape {tuple(ts.shape)}")
-        if len(vals) < 2:
-            raise ValueError(f"ts: expected at least two times, got {len(vals)}")
-        vals = [float(v) for v in vals]
-        if not all(math.isfinite(v) for v in vals):
-            raise ValueError("ts: contains NaN or inf")
-        d = [b - a for a, b in zip(vals[:-1], vals[1:])]
-        if not (all(x > 0 for x in d) or all(x < 0 for x in d)):
-            raise ValueError("ts: expected strictly monotone times (all increasing or all "
-                             f"decreasing), got {vals if len(vals) <= 8 else vals[:8] + ['...']}")
-        return vals[0], vals[-1], vals
-    vals = t_span.detach().reshape(-1).tolist() if isinstance(t_span, Tensor) else list(t_span)
-    if len(vals) != 2:
-        raise ValueError(f"t_span: expected (t_start, t_end), got {len(vals)} values")
-    a, b = float(vals[0]), float(vals[1])
-    if not (math.isfinite(a) and math.isfinite(b)) or a == b:
-        raise ValueError(f"t_span: expected two distinct finite times, got ({a}, {b})")
-    return a, b, [a, b]
+        rt, at = _tolerances(rtol, atol, ctrl, x0.dtype)
+        if not slv.caps.adaptive:
+            raise ValueError(
+                f"solver: {slv.name!r} has no error estimate, so it cannot run with "
+                f"tolerances; adaptive solvers: "
+                f"{', '.join(n for n in names(sde=is_sde) if get(n).caps.adaptive)} "
+                f"(or pass steps/dt for fixed steps)")
+        extra_land = [*plan.step_ts, *plan.jump_ts] + (outputs if is_sde else [])
+        stepper = adaptive_stepper(slv, terms, x0, plan, ctrl, rt, at,
+                                   landing_times(t0, t1, extra_land), is_sde)
+        noise = None
+        if is_sde:
+            bshape = problem.brownian_shape(x0.shape, m)
+            lo, hi = min(t0, t1), max(t0, t1)
+            owned = brownian is None
+            bm = brownian if not owned else _owned_path(bshape, lo, hi, seed, x0)
+            noise = PathNoise(bm, slv.caps.space_time, slv.noise_points, owned=owned)
+        return integrate(terms, slv, x0, plan, stepper, noise, counts, hooks)
+    grid_outputs = ([*outputs] if is_sde else [t0, t1]) + plan.step_ts + plan.jump_ts
+    grid_outputs = _merge(grid_outputs, t0, t1)
+    grid, _ = ctrl.grid(t0, t1, grid_outputs, plan.snap)
+    ck.grid_resolution(grid, x0, "steps" if steps is not None else "dt")
+    noise = None
+    if is_sde:
+        bshape = problem.brownian_shape(x0.shape, m)
+        noise = GridNoise(grid, bshape, slv.caps.space_time, slv.noise_points, x0, seed,
+                          brownian)
+    stepper = FixedStepper(grid, slv, x0, set(plan.jump_ts), noise)
+    return integrate(terms, slv, x0, plan, stepper, noise, counts, hooks)
 
 
-def _step_mode(steps: int | None, dt: float | None, rtol: float | None, atol: float | None,
-               solver: Any, adaptive: dict[str, Any]) -> bool:
+def _merge(times: list[float], t0: float, t1: float) -> list[float]:
+    d = 1.0 if t1 > t0 else -1.0
+    inside = {t for t in times if d * (t - t0) >= 0 and d * (t1 - t) >= 0}
+    return sorted(inside, key=lambda t: d * t)
+
+
+def _owned_path(shape: tuple[int, ...], lo: float, hi: float, seed: int | None,
+                like: Tensor) -> Any:
+    from .brownian import BrownianPath  # noqa: PLC0415  (only adaptive SDE solves need one)
+
+    return BrownianPath(shape, t0=lo, t1=hi, seed=seed, dtype=like.dtype, device=like.device)
+
+
+def _controller(steps: Any, dt: Any, rtol: Any, atol: Any, controller: Any, solver: Any
+                ) -> tuple[Any, bool]:
+    """The controller and whether the solve is adaptive (step sugar checked here)."""
     tol = rtol is not None or atol is not None
     if steps is not None and dt is not None:
         raise ValueError("steps, dt: conflicting step arguments; pass one of them")
@@ -153,37 +201,63 @@ def _step_mode(steps: int | None, dt: float | None, rtol: float | None, atol: fl
     if dt is not None and tol:
         raise ValueError("dt, rtol/atol: conflicting step arguments; for an adaptive solve "
                          "give the initial step as dt0")
-    if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected a positive int, got {steps!r}")
-        return False
-    if dt is not None:
-        if isinstance(dt, Tensor):
-            dt = float(dt)
-        if not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-            raise ValueError(f"dt: expected a positive finite step size, got {dt!r}")
-        return False
+    if controller is not None:
+        if not isinstance(controller, (PIController, ConstantController)):
+            raise TypeError(f"controller: expected an sdeflow.PIController or "
+                            f"ConstantController, got {type(controller).__name__}")
+        if isinstance(controller, ConstantController):
+            if steps is not None or dt is not None or tol:
+                raise ValueError("controller, steps/dt/rtol/atol: a ConstantController "
+                                 "already fixes the steps; pass one of them")
+            return controller, False
+        if steps is not None or dt is not None:
+            raise ValueError("controller, steps/dt: a PIController adapts the steps; drop "
+                             "steps/dt (give a first step as dt0)")
+        return controller, True
+    if steps is not None or dt is not None:
+        return ConstantController(steps=steps, dt=dt), False
     if tol:
         for name, v in (("rtol", rtol), ("atol", atol)):
-            if v is not None and (not isinstance(v, (int, float)) or not v >= 0):
-                raise ValueError(f"{name}: expected a non-negative number, got {v!r}")
-        return True
+            if v is not None:
+                ck.tolerance(v, name)
+        return PIController(), True
     spec = solver
-    cls = _solvers.get(spec) if isinstance(spec, str) else (
+    cls = get(spec) if isinstance(spec, str) else (
         spec if isinstance(spec, type) else type(spec) if spec is not None else None)
-    if cls is not None and getattr(cls, "adaptive", False):
-        return True
-    if "controller" in adaptive:
-        return True
+    if cls is not None and isinstance(cls, type) and issubclass(cls, Solver) and \
+            cls.caps.adaptive:
+        return PIController(), True
+    if isinstance(spec, Solver) and spec.caps.adaptive:
+        return PIController(), True
     raise ValueError("steps, dt: expected a step argument (steps or dt), or rtol/atol for an "
                      "adaptive solve")
 
 
-def _pick_solver(problem: ODE | SDE, spec: Any, adaptive_mode: bool) -> Solver:
+def _tolerances(rtol: Any, atol: Any, ctrl: PIController, dtype: torch.dtype
+                ) -> tuple[float, float]:
+    for name, v in (("rtol", rtol), ("atol", atol)):
+        cv = getattr(ctrl, name)
+        if v is not None and cv is not None and float(v) != float(cv):
+            raise ValueError(f"{name}: given to solve ({v}) and to the controller ({cv}); "
+                             f"pass it once")
+    rt = float(rtol if rtol is not None else ctrl.rtol if ctrl.rtol is not None else DEFAULT_RTOL)
+    at = float(atol if atol is not None else ctrl.atol if ctrl.atol is not None else DEFAULT_ATOL)
+    ck.tolerance(rt, "rtol")
+    ck.tolerance(at, "atol")
+    if rt == 0.0 and at == 0.0:
+        raise ValueError("rtol, atol: both are 0; at least one tolerance must be positive")
+    eps = torch.finfo(dtype).eps
+    if 0.0 < rt < eps:
+        warnings.warn(f"rtol={rt:g} is below what {dtype} resolves (eps={eps:.2g}); expect "
+                      f"tiny steps or a StepSizeError", RuntimeWarning, stacklevel=4)
+    return rt, at
+
+
+def _pick_solver(problem: ODE | SDE, spec: Any, adaptive: bool) -> Solver:
     if spec is None:
         if isinstance(problem, ODE):
-            spec = "dopri5" if adaptive_mode else "rk4"
-        elif adaptive_mode:  # step doubling (sdeflow.solvers.adaptive_sde)
+            spec = "dopri5" if adaptive else "rk4"
+        elif adaptive:
             spec = ("adaptive_stochastic_heun" if problem.kind == "stratonovich"
                     and problem.noise != "additive" else
                     "adaptive_em" if problem.noise in ("general", "additive")
@@ -191,196 +265,28 @@ def _pick_solver(problem: ODE | SDE, spec: Any, adaptive_mode: bool) -> Solver:
         else:
             spec = "euler_maruyama" if problem.kind == "ito" or problem.noise == "additive" \
                 else "stochastic_heun"
-    slv = _solvers.resolve(spec)
+    slv = resolve(spec)
     if isinstance(problem, ODE):
-        if not isinstance(slv, ODESolver):
+        if slv.caps.sde:
             raise ValueError(f"solver: {slv.name!r} is an SDE solver but the problem is an ODE; "
-                             f"ODE solvers: {', '.join(_solvers.names(sde=False))}")
+                             f"ODE solvers: {', '.join(names(sde=False))}")
     else:
-        if not isinstance(slv, SDESolver):
+        if not slv.caps.sde:
             raise ValueError(f"solver: {slv.name!r} is an ODE solver but the problem is an SDE; "
-                             f"SDE solvers: {', '.join(_solvers.names(sde=True))}")
-        if not slv.fits(problem.noise, problem.kind):
-            fit = [n for n in _solvers.names(sde=True)
-                   if _solvers.get(n).fits(problem.noise, problem.kind)]  # type: ignore[attr-defined]
+                             f"SDE solvers: {', '.join(names(sde=True))}")
+        slv = slv.for_kind(problem.kind)
+        if not adaptive and isinstance(slv, StepDoubling):
+            slv = slv.base  # with fixed steps a step-doubling scheme is its base scheme
+        if not slv.caps.fits(problem.noise, problem.kind):
+            fit = [n for n in names(sde=True)
+                   if get(n).caps.fits(problem.noise, problem.kind)
+                   or get(n)().for_kind(problem.kind).caps.fits(problem.noise, problem.kind)]
             raise ValueError(
-                f"solver: {slv.name!r} supports noise {slv.noise_types} and kinds {slv.kinds}, "
-                f"but the problem has noise={problem.noise!r}, kind={problem.kind!r}; solvers "
-                f"that fit: {', '.join(fit) or 'none registered'}"
-            )
-        if hasattr(slv, "configure"):
-            slv.configure(problem.kind)
+                f"solver: {slv.name!r} supports noise {slv.caps.noise_types} and kinds "
+                f"{slv.caps.kinds}, but the problem has noise={problem.noise!r}, "
+                f"kind={problem.kind!r}; solvers that fit: {', '.join(fit) or 'none'}")
+    slv.check(problem)
     return slv
 
 
-# ------------------------------------------------------------------------------ shape checks
-def _checked(fn: Field, name: str, expect: Callable[[Tensor, Tensor], str | None]) -> Field:
-    """Wrap ``fn`` so that its call checks the output's shape and dtype (no extra call)."""
-
-    def wrapped(t: Tensor, x: Tensor) -> Tensor:
-        out = fn(t, x)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
-                            f"{type(out).__name__}")
-        msg = expect(out, x)
-        if msg is None and out.dtype != x.dtype:
-            msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
-        if msg is not None:
-            raise ValueError(f"{name}: {msg}")
-        return out
-
-    return wrapped
-
-
-def _same_shape(out: Tensor, x: Tensor) -> str | None:
-    if out.shape != x.shape:
-        return f"returned shape {tuple(out.shape)}, expected the state's shape {tuple(x.shape)}"
-    return None
-
-
-def _general_shape(out: Tensor, x: Tensor) -> str | None:
-    if out.dim() != x.dim() + 1 or out.shape[:-1] != x.shape:
-        return (f"general noise: returned shape {tuple(out.shape)}, expected "
-                f"{(*tuple(x.shape), 'm')} (the state's shape plus the Brownian dimension m)")
-    return None
-
-
-# ---------------------------------------------------------------------------------- fixed loop
-class _Noise:
-    """Brownian increments (and space-time integrals) for the steps of a fixed grid."""
-
-    def __init__(self, grid: list[float], shape: tuple[int, ...], space_time: bool,
-                 x0: Tensor, seed: int | None, brownian: BrownianPath | None) -> None:
-        self.shape, self.space_time = shape, space_time
-        self.dtype, self.device = x0.dtype, x0.device
-        h = torch.tensor([b - a for a, b in zip(grid[:-1], grid[1:])], dtype=torch.float64)
-        view = (-1,) + (1,) * len(shape)
-        self.h = h.to(self.dtype).to(self.device).view(view)
-        self.sqrt_h = h.abs().sqrt().to(self.dtype).to(self.device).view(view)
-        self.full: tuple[Tensor, ...] | None = None
-        if brownian is not None:
-            if tuple(brownian.shape) != tuple(shape):
-                raise ValueError(f"brownian: path shape {tuple(brownian.shape)} does not match "
-                                 f"the Brownian shape {tuple(shape)} this problem needs")
-            lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
-            if lo < brownian.t0 or hi > brownian.t1:
-                raise ValueError(f"brownian: path lives on [{brownian.t0}, {brownian.t1}] but "
-                                 f"the solve spans [{lo}, {hi}]")
-            dw, it = brownian.grid(grid, space_time=space_time)
-            self.full = (dw.to(self.dtype),) if it is None else (dw.to(self.dtype),
-                                                                 it.to(self.dtype))
-        else:
-            if seed is None:
-                seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-            self.gen = torch.Generator(device=self.device)
-            self.gen.manual_seed(seed)
-
-    def block(self, i: int, j: int) -> list[tuple[Tensor, ...]]:
-        """Noise tuples for steps ``i .. j-1``."""
-        if self.full is not None:
-            parts = [p[i:j] for p in self.full]
-        else:
-            z = torch.randn((j - i, *self.shape), generator=self.gen, dtype=self.dtype,
-                            device=self.device)
-            dw = z.mul_(self.sqrt_h[i:j])
-            parts = [dw]
-            if self.space_time:
-                # I10 = h/2 (dW + sqrt(|h|/3) zeta)   (MATH.md §2)
-                zeta = torch.randn((j - i, *self.shape), generator=self.gen, dtype=self.dtype,
-                                   device=self.device)
-                parts.append((dw + zeta * (self.sqrt_h[i:j] / math.sqrt(3.0))) * (self.h[i:j] / 2))
-        if len(parts) == 1:
-            return [(d,) for d in parts[0].unbind(0)]
-        return list(zip(*(p.unbind(0) for p in parts)))
-
-
-def _fixed(problem: ODE | SDE, x0: Tensor, slv: Solver, grid: list[float], out_index: list[int],
-           seed: int | None, brownian: BrownianPath | None) -> Solution:
-    n = len(grid) - 1
-    dtype, device = x0.dtype, x0.device
-    g64 = torch.tensor(grid, dtype=torch.float64)
-    tgrid = g64.to(dtype).to(device)
-    hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
-    # one [n] tensor of times per distinct stage fraction c; indexing it is the cheapest way
-    # to hand each field a 0-dim time tensor
-    stage_grids = []
-    for c in slv.c:
-        if c == 0.0:
-            stage_grids.append(tgrid[:-1])
-        elif c == 1.0:
-            stage_grids.append(tgrid[1:])
-        else:
-            stage_grids.append((g64[:-1] + c * (g64[1:] - g64[:-1])).to(dtype).to(device))
-
-    stats: dict[str, Any] = {"steps": n, "accepted": n, "rejected": 0}
-    noise: _Noise | None = None
-    if isinstance(problem, SDE):
-        f, g = problem._fields()
-        expect_g = _general_shape if problem.noise == "general" else _same_shape
-        probes = 0
-        m = None
-        if problem.noise == "general":
-            if brownian is not None:
-                m = brownian.shape[-1]
-            else:  # read m from one diffusion call at t0 (counted in nfe_diffusion)
-                probe = _checked(g, "diffusion", expect_g)(tgrid[0], x0)
-                m, probes = probe.shape[-1], 1
-        bshape = problem.brownian_shape(x0.shape, m)
-        noise = _Noise(grid, bshape, slv.needs_space_time, x0, seed, brownian)
-        first = slv.build(_checked(f, "drift", _same_shape), _checked(g, "diffusion", expect_g),
-                          problem.noise)
-        step = slv.build(f, g, problem.noise)
-        nd, ng = slv.evals_per_step()
-        stats.update(nfe_drift=nd * n, nfe_diffusion=ng * n + probes)
-        stats["nfe"] = stats["nfe_drift"] + stats["nfe_diffusion"]
-        block = max(1, min(ODE_BLOCK, NOISE_BLOCK_ELEMS // max(1, math.prod(bshape))))
-    else:
-        u = problem._field()
-        first = slv.build(_checked(u, "vector_field", _same_shape))
-        step = slv.build(u)
-        stats["nfe"] = slv.evals_per_step() * n
-        block = ODE_BLOCK
-
-    save = [False] * (n + 1)
-    for k in out_index:
-        save[k] = True
-    saved: list[Tensor] = [x0] * out_index.count(0)
-    out_pos = {k: out_index.count(k) for k in set(out_index)}
-    x = x0
-    one_stage = len(stage_grids) == 1
-    sg0 = stage_grids[0]
-    i = 0
-    while i < n:
-        j = min(n, i + block)
-        nzs = noise.block(i, j) if noise is not None else None
-        x_start = x
-        for k in range(i, j):
-            tt = (sg0[k],) if one_stage else tuple(sg[k] for sg in stage_grids)
-            x = (first if k == 0 else step)(tt, x, hs[k], nzs[k - i] if nzs else None)
-            if save[k + 1]:
-                saved.extend([x] * out_pos[k + 1])
-        if not bool(torch.isfinite(x).all()):
-            _locate_nonfinite(step, stage_grids, hs, x_start, i, j, nzs, grid)
-        i = j
-    ts_out = tgrid[out_index]
-    return Solution(ts=ts_out, ys=torch.stack(saved), stats=stats, t_reached=grid[-1])
-
-
-def _locate_nonfinite(step: Callable[..., Tensor], stage_grids: list[Tensor], hs: list[float],
-                      x: Tensor, i: int, j: int, nzs: list[Any] | None, grid: list[float]) -> None:
-    """Replay steps ``i .. j-1`` from ``x`` checking every step; raise at the first bad one."""
-    with torch.no_grad():
-        for k in range(i, j):
-            tt = tuple(sg[k] for sg in stage_grids)
-            x = step(tt, x, hs[k], nzs[k - i] if nzs else None)
-            if not bool(torch.isfinite(x).all()):
-                raise NonFiniteError(
-                    f"state became non-finite at t={grid[k + 1]:.6g} (in the step from "
-                    f"t={grid[k]:.6g}, step {k + 1} of {len(hs)})",
-                    t=grid[k + 1], t_reached=grid[k],
-                )
-    raise NonFiniteError(
-        f"state became non-finite between t={grid[i]:.6g} and t={grid[j]:.6g} (the replay "
-        f"of these steps stayed finite: the problem's functions are not deterministic)",
-        t=grid[j], t_reached=grid[i],
-    )
+__all__ = ["solve", "run", "DEFAULT_RTOL", "DEFAULT_ATOL", "DEFAULT_MAX_STEPS", "EXTENSIONS"]

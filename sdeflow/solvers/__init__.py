@@ -1,8 +1,9 @@
-"""Solver registry: names -> solver classes.
+"""Solvers: one module per family, each class its capabilities plus ``init``/``step``.
 
 ``get(name)`` returns the class registered under ``name``; ``resolve(spec)`` accepts a name, a
-class or an instance and returns an instance. Third-party packages add solvers with
-:func:`register` (e.g. from a ``sdeflow.plugins`` entry point).
+class or an instance and returns an instance. Subclassing :class:`Solver` with a ``name``
+registers a solver (``class MySolver(Solver, name="my_solver")``); :func:`register` does it
+explicitly.
 """
 
 from __future__ import annotations
@@ -13,55 +14,20 @@ from .adaptive_sde import (
     AdaptiveStochasticHeun,
     StepDoubling,
 )
-from .base import ODESolver, SDESolver, Solver, noise_term
+from .base import Capabilities, Solver, StepResult, Terms, noise_term
 from .embedded import Bosh3, Dopri5, EmbeddedRungeKutta, HeunEuler, Tsit5
+from .multistep import AdamsBashforth3
+from .registry import get, names, register, resolve
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
-from .sde import SRA, SRA1, EulerMaruyama, Milstein, SRATableau, StochasticHeun
-
-_REGISTRY: dict[str, type[Solver]] = {}
-
-
-def register(cls: type[Solver], name: str | None = None) -> type[Solver]:
-    """Register a solver class under ``name`` (default ``cls.name``); returns ``cls``."""
-    if not (isinstance(cls, type) and issubclass(cls, Solver)):
-        raise TypeError(f"cls: expected a Solver subclass, got {cls!r}")
-    key = name or cls.name
-    if not key:
-        raise ValueError("name: the solver class has no name; pass one")
-    _REGISTRY[key] = cls
-    return cls
-
-
-for _cls in (Euler, Midpoint, Heun, RK4Solver, HeunEuler, Bosh3, Dopri5, Tsit5,
-             EulerMaruyama, Milstein, StochasticHeun, SRA1,
-             AdaptiveMilstein, AdaptiveEulerMaruyama, AdaptiveStochasticHeun):
-    register(_cls)
-
-
-def names(sde: bool | None = None) -> tuple[str, ...]:
-    """Registered names; ``sde=True``/``False`` restricts to SDE/ODE solvers."""
-    return tuple(k for k, c in _REGISTRY.items() if sde is None or c.is_sde == sde)
-
-
-def get(name: str) -> type[Solver]:
-    """The solver class registered as ``name``; ``ValueError`` lists the known names."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"solver: unknown solver {name!r}; known solvers are {', '.join(sorted(_REGISTRY))}"
-        ) from None
-
-
-def resolve(spec: str | Solver | type[Solver]) -> Solver:
-    """A solver instance from a name, a class or an instance."""
-    if isinstance(spec, Solver):
-        return spec
-    if isinstance(spec, type) and issubclass(spec, Solver):
-        return spec()
-    if isinstance(spec, str):
-        return get(spec)()
-    raise TypeError(f"solver: expected a name, a Solver class or instance, got {spec!r}")
+from .sde import (
+    SRA,
+    SRA1,
+    EulerMaruyama,
+    Milstein,
+    MilsteinStratonovich,
+    SRATableau,
+    StochasticHeun,
+)
 
 
 def __getattr__(name: str) -> tuple[str, ...]:
@@ -74,9 +40,10 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "Solver", "ODESolver", "SDESolver", "RungeKutta", "ButcherTableau", "SRA", "SRATableau",
-    "Euler", "Midpoint", "Heun", "RK4Solver", "RK4", "EulerMaruyama", "Milstein",
-    "StochasticHeun", "SRA1", "EmbeddedRungeKutta", "HeunEuler", "Bosh3", "Dopri5", "Tsit5",
-    "StepDoubling", "AdaptiveMilstein", "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun",
-    "register", "get", "resolve", "names", "noise_term",
+    "Solver", "Capabilities", "StepResult", "Terms", "RungeKutta", "ButcherTableau", "SRA",
+    "SRATableau", "Euler", "Midpoint", "Heun", "RK4Solver", "RK4", "EulerMaruyama", "Milstein",
+    "MilsteinStratonovich", "StochasticHeun", "SRA1", "EmbeddedRungeKutta", "HeunEuler",
+    "Bosh3", "Dopri5", "Tsit5", "AdamsBashforth3", "StepDoubling", "AdaptiveMilstein",
+    "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "register", "get", "resolve", "names",
+    "noise_term",
 ]

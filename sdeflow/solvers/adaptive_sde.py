@@ -1,4 +1,4 @@
-"""Adaptive SDE schemes by step doubling on one Brownian path (MATH.md §2).
+"""Adaptive SDE schemes by step doubling on one Brownian path (docs/math.md §7).
 
 An attempted step from ``t`` to ``t + h`` runs the underlying fixed-step scheme once with step
 ``h`` (``x_full``) and twice with step ``h/2`` (``x_half``), all three on the *same* Brownian
@@ -26,80 +26,99 @@ rtol=...)`` wraps it in :class:`StepDoubling`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..problems import Field
-from .base import SDESolver, StepFn
+import torch
+
+from .base import Capabilities, Noise, Solver, StepResult, Terms
 from .sde import EulerMaruyama, Milstein, StochasticHeun
 
-
-class _either:
-    """A method that binds to the instance when called on one, else to the class."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
-
-    def __get__(self, obj: object, cls: type) -> Callable[..., Any]:
-        return functools.partial(self.fn, cls if obj is None else obj)
+Tensor = torch.Tensor
 
 
-class StepDoubling(SDESolver):
-    """Step-doubling adaptive wrapper around a fixed-step SDE scheme ``base``.
+def _doubled(base: type[Solver] | Solver) -> Capabilities:
+    b = base.caps
+    strong = dict(b.strong_order)
+    return Capabilities(sde=True, order=b.order, strong_order=strong,
+                        weak_order=dict(b.weak_order), noise_types=b.noise_types,
+                        kinds=b.kinds, space_time=b.space_time, adaptive=True,
+                        error_order=min(strong.values()) if strong else 0.5,
+                        interpolant="linear")
 
-    Declares the base scheme's orders, noise types, kinds and needs; ``build`` returns the base
-    scheme's step function (so with ``steps``/``dt`` it is simply the base scheme). Adaptive
-    solves (``sdeflow.adaptive``) call the step function three times per attempt.
+
+class StepDoubling(Solver, register=False):
+    """Step-doubling adaptive wrapper around a fixed-step SDE scheme ``base`` (docs/math.md §7).
+
+    One attempt takes one step of ``h`` and two of ``h/2`` of the base scheme on the same
+    Brownian path (``noise_points = (0, 1/2, 1)``: the loop hands the two half-step increments),
+    propagates the two-half-step result and returns ``e = x_half - x_full`` as the error
+    estimate. With ``steps``/``dt`` (no error wanted) it is the base scheme itself.
 
     Args:
-        base: the fixed-step scheme, a name or an :class:`SDESolver` instance (not adaptive).
+        base: the fixed-step scheme, a name or an SDE solver instance (not adaptive).
     """
 
-    adaptive: ClassVar[bool] = True
-    base_cls: ClassVar[type[SDESolver] | None] = None
+    base_cls: ClassVar[type[Solver] | None] = None
+    noise_points = (0.0, 0.5, 1.0)
 
-    def __init__(self, base: str | SDESolver | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("base_cls") is not None:
+            cls.caps = _doubled(cls.base_cls)  # type: ignore[arg-type]
+
+    def __init__(self, base: str | Solver | None = None) -> None:
         if base is None:
             if self.base_cls is None:
                 raise ValueError("base: expected a fixed-step SDE scheme (a name or instance)")
             base = self.base_cls()
         elif isinstance(base, str):
-            from . import resolve  # noqa: PLC0415  (the registry imports this module)
+            from .registry import resolve  # noqa: PLC0415  (the registry imports this module)
 
-            base = resolve(base)  # type: ignore[assignment]
-        if not isinstance(base, SDESolver) or isinstance(base, StepDoubling):
+            base = resolve(base)
+        if (not isinstance(base, Solver) or not base.caps.sde or isinstance(base, StepDoubling)
+                or base.noise_points != (0.0, 1.0)):
             raise ValueError(f"base: expected a fixed-step SDE solver, got {base!r}")
         self.base = base
-        self.c = base.c
-        self.strong_order = base.strong_order  # type: ignore[misc]
-        self.weak_order = base.weak_order  # type: ignore[misc]
-        self.noise_types = base.noise_types  # type: ignore[misc]
-        self.kinds = base.kinds  # type: ignore[misc]
-        self.needs_space_time = base.needs_space_time  # type: ignore[misc]
+        self.caps = _doubled(base)  # type: ignore[misc]
+        nc = base.c
+        self._n = len(nc)
+        # stage times: the full step, the first half, the second half
+        self.c = tuple(nc) + tuple(0.5 * c for c in nc) + tuple(0.5 + 0.5 * c for c in nc)
+        self.noise_points = (0.0, 0.5, 1.0)  # type: ignore[misc]
 
-    @_either
-    def strong_order_for(self, noise: str) -> float:  # type: ignore[override]
-        base = self.base if isinstance(self, StepDoubling) else self.base_cls
-        return SDESolver.strong_order_for(noise) if base is None else base.strong_order_for(noise)
+    def for_kind(self, kind: str) -> Solver:
+        b = self.base.for_kind(kind)
+        return self if b is self.base else type(self)(b)
 
-    @_either
-    def fits(self, noise: str, kind: str) -> bool:  # type: ignore[override]
-        base = self.base if isinstance(self, StepDoubling) else self.base_cls
-        return base is not None and base.fits(noise, kind)
+    def controller_order(self, noise: str | None) -> float:
+        """``q = strong order + 1/2`` of the base scheme on this noise type."""
+        p = self.base.caps.strong(noise or "diagonal")
+        return (p if p is not None else 0.5) + 0.5
 
-    def configure(self, kind: str) -> None:
-        """Pass the SDE kind on to the base scheme (Milstein's correction depends on it)."""
-        if hasattr(self.base, "configure"):
-            self.base.configure(kind)  # type: ignore[attr-defined]
+    def check(self, problem: Any) -> None:
+        self.base.check(problem)
 
-    def build(self, f: Field, g: Field, noise: str) -> StepFn:
-        return self.base.build(f, g, noise)
+    def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
+        return self.base.init(terms, t0, x0, h)
 
-    def evals_per_step(self) -> tuple[int, int]:
-        """Evaluations of one base step; an adaptive attempt makes three."""
-        return self.base.evals_per_step()
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        n, base = self._n, self.base
+        (n0, n1) = noise  # type: ignore[misc]
+        hh = 0.5 * h
+        if len(n0) == 2:
+            # int_t^{t+h} (W_r - W_t) dr = I_0 + I_1 + (W_{t+h/2} - W_t) h/2
+            full = (n0[0] + n1[0], torch.add(n0[1] + n1[1], n0[0], alpha=hh))
+        else:
+            full = (n0[0] + n1[0],)
+        x_full = base.step(terms, tt[:n], t, h, x, state, full).x
+        half = base.step(terms, tt[n:2 * n], t, hh, x, state, n0)
+        two = base.step(terms, tt[2 * n:], t + hh, hh, half.x, half.state, n1)
+        err = None
+        if terms.adaptive:
+            with torch.no_grad():
+                err = two.x.detach() - x_full.detach()
+        return StepResult(two.x, err, None, two.state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base={self.base!r})"
@@ -111,29 +130,22 @@ class StepDoubling(SDESolver):
         return getattr(self.base, name)
 
 
-class AdaptiveMilstein(StepDoubling):
+class AdaptiveMilstein(StepDoubling, name="adaptive_milstein"):
     """Milstein with step doubling: the default adaptive Ito scheme (strong order 1)."""
 
-    name = "adaptive_milstein"
     base_cls = Milstein
-    noise_types = Milstein.noise_types
-    kinds = Milstein.kinds
 
 
-class AdaptiveEulerMaruyama(StepDoubling):
+class AdaptiveEulerMaruyama(StepDoubling, name="adaptive_em"):
     """Euler--Maruyama with step doubling: adaptive Ito scheme for every noise type."""
 
-    name = "adaptive_em"
     base_cls = EulerMaruyama
-    kinds = EulerMaruyama.kinds
 
 
-class AdaptiveStochasticHeun(StepDoubling):
+class AdaptiveStochasticHeun(StepDoubling, name="adaptive_stochastic_heun"):
     """Stochastic Heun with step doubling: the default adaptive Stratonovich scheme."""
 
-    name = "adaptive_stochastic_heun"
     base_cls = StochasticHeun
-    kinds = StochasticHeun.kinds
 
 
 __all__ = ["StepDoubling", "AdaptiveMilstein", "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun"]

@@ -21,15 +21,13 @@ name            order    embedded  FSAL   dense output
 
 The one engine (:class:`~sdeflow.solvers.rk.RungeKutta`) runs all of them: fixed steps through
 ``build`` (only the stages the propagated solution needs), adaptive steps through
-``embedded_step`` (driven by :func:`sdeflow.adaptive.solve_adaptive`).
+``embedded_step`` (driven by the one loop, :mod:`sdeflow.integrate`).
 
 Sources: Bogacki & Shampine (1989); Dormand & Prince (1980) with Shampine's (1986) dense output
 (the same polynomial as Hairer's DOPRI5 ``CONTD5``); Tsitouras (2011) with its interpolant.
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 from .rk import ButcherTableau, RungeKutta
 
@@ -159,48 +157,36 @@ TSIT5 = ButcherTableau(
 )
 
 
-class EmbeddedRungeKutta(RungeKutta):
+class EmbeddedRungeKutta(RungeKutta, register=False):
     """An explicit Runge--Kutta pair with an error estimate: an adaptive solver.
 
-    ``adaptive = True``: given without ``steps``/``dt``, ``solve`` runs it adaptively with the
-    default tolerances (see ``docs/adaptive.md``). With ``steps`` or ``dt`` it is an ordinary
-    fixed-step method of its ``order``.
+    Given without ``steps``/``dt``, ``solve`` runs it adaptively with the default tolerances
+    (see ``docs/adaptive.md``). With ``steps`` or ``dt`` it is an ordinary fixed-step method of
+    its ``order``.
     """
 
-    adaptive: ClassVar[bool] = True
 
-    @property
-    def error_order(self) -> int:
-        """Order ``p_hat`` of the error estimate: local error ~ h^(p_hat + 1) (MATH.md §2)."""
-        tab = self.tableau
-        return min(tab.order, tab.embedded_order or tab.order)
-
-
-class HeunEuler(EmbeddedRungeKutta):
+class HeunEuler(EmbeddedRungeKutta, name="heun_euler"):
     """Heun--Euler 2(1): Heun's method with forward Euler as the embedded estimate."""
 
-    name = "heun_euler"
     tableau = HEUN_EULER
 
 
-class Bosh3(EmbeddedRungeKutta):
+class Bosh3(EmbeddedRungeKutta, name="bosh3"):
     """Bogacki--Shampine 3(2), FSAL (3 evaluations per accepted step), Hermite dense output."""
 
-    name = "bosh3"
     tableau = BOSH3
 
 
-class Dopri5(EmbeddedRungeKutta):
+class Dopri5(EmbeddedRungeKutta, name="dopri5"):
     """Dormand--Prince 5(4), FSAL (6 evaluations per step), 4th-order dense output."""
 
-    name = "dopri5"
     tableau = DOPRI5
 
 
-class Tsit5(EmbeddedRungeKutta):
+class Tsit5(EmbeddedRungeKutta, name="tsit5"):
     """Tsitouras 5(4), FSAL (6 evaluations per step), 4th-order dense output."""
 
-    name = "tsit5"
     tableau = TSIT5
 
 

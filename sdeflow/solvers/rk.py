@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
+from ..interpolation import Hermite, Interpolant, Table
 from ..problems import Field
-from .base import Noise, ODESolver, StepFn
+from .base import Capabilities, Noise, Solver, StepResult, Terms
 
 Tensor = torch.Tensor
 
@@ -83,14 +84,36 @@ class ButcherTableau:
         return len(self.c)
 
 
-class RungeKutta(ODESolver):
-    """An explicit Runge--Kutta solver defined by its :class:`ButcherTableau`.
+class RungeKutta(Solver, register=False):
+    """An explicit Runge--Kutta solver defined by its :class:`ButcherTableau` (docs/math.md §4).
 
-    Subclasses only set ``name`` and ``tableau``; :meth:`build` compiles the tableau into a
-    step function that skips zero coefficients and fuses ``x + a h k`` into one kernel.
+    Subclasses set ``name`` and ``tableau``; the capabilities follow from the tableau (order,
+    embedded error order, FSAL, dense table). One step evaluates
+
+        k_i = u(t + c_i h, x + h sum_{j<i} a_ij k_j),   x_new = x + h sum_i b_i k_i,
+
+    and, when the loop asks for an error estimate (``terms.adaptive``), ``err = h sum_i
+    b_err_i k_i``. An FSAL tableau hands ``k_s = u(t + h, x_new)`` to the next step as its
+    state; without an error estimate only the stages the propagated solution needs are
+    evaluated (dopri5: 6). Zero coefficients are skipped and ``x + a h k`` is one fused kernel.
     """
 
     tableau: ClassVar[ButcherTableau]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tab = cls.__dict__.get("tableau")
+        if tab is None:
+            return
+        embedded = tab.b_err is not None
+        cls.caps = Capabilities(
+            order=float(tab.order),
+            error_order=float(min(tab.order, tab.embedded_order or tab.order))
+            if embedded else None,
+            adaptive=embedded, stateful=tab.fsal, fsal=tab.fsal,
+            interpolant="table" if tab.dense is not None else "hermite",
+        )
+        cls.order = tab.order
 
     def __init__(self) -> None:
         tab = self.tableau
@@ -116,27 +139,15 @@ class RungeKutta(ODESolver):
             else tuple((i, tuple(float(v) for v in row)) for i, row in enumerate(tab.dense)
                        if any(v != 0.0 for v in row))
         )
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        # the class itself states its order (sf.solvers.get("rk4").order == 4)
-        if "tableau" in cls.__dict__:
-            cls.order = cls.tableau.order
+        self._one_stage = len(self._rows) == 1 and len(self._b) == 1
 
     def evals_per_step(self) -> int:
+        """Field evaluations of one fixed step (no error estimate)."""
         return self._n_fixed
 
-    def stages(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
-               k0: Tensor | None = None, n: int | None = None) -> list[Tensor]:
-        """The first ``n`` (default: all) stage derivatives ``k_i`` of one step (``k0`` reuses a
-        known first stage)."""
-        return self._stages(u, tt, x, h, k0, n)[0]
-
     def _stages(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
-                k0: Tensor | None, n: int | None,
-                out: Sequence[Tensor | None] | None = None) -> tuple[list[Tensor], Tensor]:
-        """``(k, x_last)``: the stage derivatives and the last stage's input. ``out[i]``, if
-        given, receives stage ``i``'s input (no allocation)."""
+                k0: Tensor | None, n: int | None) -> tuple[list[Tensor], Tensor]:
+        """``(k, x_last)``: the first ``n`` stage derivatives and the last stage's input."""
         rows, cidx = self._rows, self._cidx
         if n is not None:
             rows = rows[:n]
@@ -149,105 +160,55 @@ class RungeKutta(ODESolver):
             xi = x
             if row:
                 j, a = row[0]
-                buf = out[i] if out is not None else None
-                if buf is None:
-                    xi = torch.add(x, k[j], alpha=a * h)
-                else:
-                    xi = torch.add(x, k[j], alpha=a * h, out=buf)
+                xi = torch.add(x, k[j], alpha=a * h)
                 for j, a in row[1:]:
                     xi.add_(k[j], alpha=a * h)
             k.append(u(tt[cidx[i]], xi))
         return k, xi
 
-    def embedded_step(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
-                      k0: Tensor | None = None, out: Sequence[Tensor | None] | None = None
-                      ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """One step of an embedded pair (MATH.md §2): ``(x_new, err, k)``.
-
-        ``x_new = x + h sum_i b_i k_i`` (``x``'s shape), ``err = h sum_i b_err_i k_i`` (the
-        local error estimate, ``x``'s shape) and ``k`` the ``s`` stage derivatives. ``k0``
-        reuses a known first stage ``u(t, x)``. For an FSAL tableau (``a[-1] == b``) ``x_new`` is
-        the last stage's input, so it costs no extra combination, and ``k[-1] = u(t + h, x_new)``
-        is the next step's ``k0``. ``tt`` holds one time per entry of ``self.c``.
-
-        ``out`` (optional, ``s + 1`` tensors of ``x``'s shape or ``None``): preallocated
-        buffers; ``out[i]`` receives stage ``i``'s input (for FSAL the last one is ``x_new``),
-        ``out[s]`` a non-FSAL ``x_new`` and ``out[0]`` the error. Only without autograd.
-        """
-        if self._err is None:
-            raise ValueError(f"solver: {self.name!r} has no error estimate (tableau.b_err)")
-        k, x_last = self._stages(u, tt, x, h, k0, None, out)
-        if self.tableau.fsal:
-            x_new = x_last
-        elif out is not None and out[-1] is not None:
-            x_new = self._combine_into(x, k, h, self._b, out[-1])
-        else:
-            x_new = self.combine(x, k, h)
-        terms = self._err
-        j, w = terms[0]
-        if out is not None and out[0] is not None:
-            err = torch.mul(k[j], w * h, out=out[0])
-        else:
-            err = torch.mul(k[j], w * h)
-        for j, w in terms[1:]:
-            err.add_(k[j], alpha=w * h)
-        return x_new, err, k
-
     @staticmethod
-    def _combine_into(x: Tensor, k: Sequence[Tensor], h: float,
-                      terms: Sequence[tuple[int, float]], out: Tensor) -> Tensor:
-        j, w = terms[0]
-        y = torch.add(x, k[j], alpha=w * h, out=out)
-        for j, w in terms[1:]:
-            y.add_(k[j], alpha=w * h)
-        return y
-
-    def dense_weights(self, theta: float) -> list[tuple[int, float]] | None:
-        """``[(i, b_i(theta))]`` of the tableau's continuous extension, or ``None`` if it has
-        none: ``x(t + theta h) ~ x + h sum_i b_i(theta) k_i`` with
-        ``b_i(theta) = sum_q dense[i][q] theta^(q+1)``."""
-        if self._dense is None:
-            return None
-        out = []
-        for i, row in self._dense:
-            w, p = 0.0, theta
-            for v in row:
-                w += v * p
-                p *= theta
-            out.append((i, w))
-        return out
-
-    def combine(self, x: Tensor, k: Sequence[Tensor], h: float,
-                weights: Sequence[tuple[int, float]] | None = None) -> Tensor:
-        """``x + h sum_i w_i k_i`` (default weights: ``b``)."""
-        terms = self._b if weights is None else weights
+    def combine(x: Tensor, k: Sequence[Tensor], h: float,
+                terms: Sequence[tuple[int, float]]) -> Tensor:
+        """``x + h sum_i w_i k_i`` over ``terms = [(i, w_i)]``."""
         j, w = terms[0]
         y = torch.add(x, k[j], alpha=w * h)
         for j, w in terms[1:]:
             y.add_(k[j], alpha=w * h)
         return y
 
-    def build(self, u: Field) -> StepFn:
-        stages, combine = self.stages, self.combine
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        u = terms.u
+        if not terms.adaptive or self._err is None:
+            if self._one_stage and state is None:
+                k1 = u(tt[0], x)
+                (_, w), = self._b
+                return StepResult(torch.add(x, k1, alpha=w * h), None, (k1, None), None)
+            fsal = self.tableau.fsal and state is not None
+            k, x_last = self._stages(u, tt, x, h, state, None if fsal else self._n_fixed)
+            x_new = x_last if fsal else self.combine(x, k, h, self._b)
+            return StepResult(x_new, None, k, k[-1] if fsal else None)
+        k, x_last = self._stages(u, tt, x, h, state, None)
+        x_new = x_last if self.tableau.fsal else self.combine(x, k, h, self._b)
+        j, w = self._err[0]
+        err = torch.mul(k[j], w * h)
+        for j, w in self._err[1:]:
+            err.add_(k[j], alpha=w * h)
+        return StepResult(x_new, err, k, k[-1] if self.tableau.fsal else None)
 
-        n = self._n_fixed
+    def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
+        # FSAL pairs start their chain only in adaptive solves (fixed steps skip stage s)
+        return None
 
-        def step(tt: tuple[Tensor, ...], x: Tensor, h: float, noise: Noise = None) -> Tensor:
-            return combine(x, stages(u, tt, x, h, None, n), h)
-
-        if len(self._rows) == 1 and len(self._b) == 1:  # one-stage methods: skip the stage loop
-            (_, w), = self._b
-
-            def step1(tt: tuple[Tensor, ...], x: Tensor, h: float, noise: Noise = None) -> Tensor:
-                return torch.add(x, u(tt[0], x), alpha=w * h)
-
-            return step1
-        return step
-
-
-def _rk(name: str, tab: ButcherTableau, doc: str) -> type[RungeKutta]:
-    cls = type(name.capitalize(), (RungeKutta,), {"name": name, "tableau": tab, "__doc__": doc})
-    return cls
+    def interpolant(self, terms: Terms, t: float, h: float, x0: Tensor, x1: Tensor,
+                    dense: Any) -> Interpolant:
+        if isinstance(dense, tuple):  # one-stage method: (k1, None)
+            return Hermite.from_field(terms.u, t, h, x0, x1, dense[0], None)
+        k = dense
+        if self._dense is not None and len(k) == self.tableau.stages:
+            return Table(t, h, x0, x1, k, self._dense)
+        f1 = k[-1] if self.tableau.fsal and len(k) == self.tableau.stages else None
+        return Hermite.from_field(terms.u, t, h, x0, x1, k[0], f1)
 
 
 EULER = ButcherTableau(c=[0.0], a=[[]], b=[1.0], order=1)
@@ -260,8 +221,27 @@ RK4 = ButcherTableau(
     order=4,
 )
 
-Euler = _rk("euler", EULER, "Forward Euler, order 1: ``x + h u(t, x)``.")
-Midpoint = _rk("midpoint", MIDPOINT,
-               "Explicit midpoint, order 2: ``x + h u(t+h/2, x+h/2 u(t,x))``.")
-Heun = _rk("heun", HEUN, "Heun (explicit trapezoid), order 2.")
-RK4Solver = _rk("rk4", RK4, "Classical 4-stage Runge--Kutta, order 4.")
+
+
+class Euler(RungeKutta, name="euler"):
+    """Forward Euler, order 1: ``x + h u(t, x)``."""
+
+    tableau = EULER
+
+
+class Midpoint(RungeKutta, name="midpoint"):
+    """Explicit midpoint, order 2: ``x + h u(t + h/2, x + h/2 u(t, x))``."""
+
+    tableau = MIDPOINT
+
+
+class Heun(RungeKutta, name="heun"):
+    """Heun (explicit trapezoid), order 2."""
+
+    tableau = HEUN
+
+
+class RK4Solver(RungeKutta, name="rk4"):
+    """Classical 4-stage Runge--Kutta, order 4."""
+
+    tableau = RK4

@@ -17,71 +17,59 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ..problems import Field
-from .base import Noise, SDESolver, StepFn, noise_term
+from .base import Capabilities, Noise, Solver, StepResult, Terms, noise_term, sde_orders
 
 Tensor = torch.Tensor
 
 
-class EulerMaruyama(SDESolver):
-    """Euler--Maruyama: ``x_new = x + h f(t, x) + g(t, x) dW`` (MATH.md §2)."""
+_ALL = ("diagonal", "scalar", "additive", "general")
 
-    name = "euler_maruyama"
-    strong_order = 0.5
-    weak_order = 1.0
-    kinds = ("ito",)
+
+class EulerMaruyama(Solver, name="euler_maruyama"):
+    """Euler--Maruyama: ``x_new = x + h f(t, x) + g(t, x) dW`` (docs/math.md §6)."""
+
+    caps = Capabilities(sde=True, order=1.0, noise_types=_ALL, kinds=("ito",),
+                        **sde_orders({"diagonal": 0.5, "scalar": 0.5, "general": 0.5,
+                                      "additive": 1.0}, 1.0))
     c = (0.0,)
 
-    @classmethod
-    def strong_order_for(cls, noise: str) -> float:
-        return 1.0 if noise == "additive" else 0.5
-
-    def evals_per_step(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def build(self, f: Field, g: Field, noise: str) -> StepFn:
-        if noise == "general":
-            def step(tt: tuple[Tensor, ...], x: Tensor, h: float, nz: Noise) -> Tensor:
-                t = tt[0]
-                gdw = torch.matmul(g(t, x), nz[0].unsqueeze(-1)).squeeze(-1)
-                return torch.add(x, f(t, x), alpha=h).add_(gdw)
-            return step
-
-        def step_elementwise(tt: tuple[Tensor, ...], x: Tensor, h: float, nz: Noise) -> Tensor:
-            t = tt[0]
-            return torch.add(x, f(t, x), alpha=h).addcmul_(g(t, x), nz[0])
-        return step_elementwise
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        t0, dw = tt[0], noise[0]  # type: ignore[index]
+        if terms.noise == "general":
+            gdw = torch.matmul(terms.g(t0, x), dw.unsqueeze(-1)).squeeze(-1)  # type: ignore[misc]
+            return StepResult(torch.add(x, terms.f(t0, x), alpha=h).add_(gdw),  # type: ignore[misc]
+                              None, None, None)
+        return StepResult(torch.add(x, terms.f(t0, x), alpha=h).addcmul_(terms.g(t0, x), dw),  # type: ignore[misc]
+                          None, None, None)
 
 
-class Milstein(SDESolver):
-    """Milstein's scheme for diagonal and scalar noise (MATH.md §2).
+class Milstein(Solver, name="milstein"):
+    """Milstein's scheme, Ito form, for diagonal, scalar and additive noise (docs/math.md §6).
 
-    Ito: ``x + h f + g dW + 1/2 L (dW^2 - h)``; Stratonovich: ``x + h f + g dW + 1/2 L dW^2``,
-    where ``L = J_g g`` (for diagonal noise, where ``g_i`` depends on ``x_i`` only, this is
-    ``g_i dg_i/dx_i``). ``derivative`` chooses how ``L`` is obtained:
+    ``x + h f + g dW + 1/2 L (dW^2 - h)`` with ``L = J_g g`` (for diagonal noise, where ``g_i``
+    depends on ``x`` only through ``x_i``, ``L_i = g_i dg_i/dx_i``). ``derivative``:
 
     * ``"finite_difference"`` (default, derivative-free, Kloeden--Platen):
-      Ito ``L ~ (g(x + g sqrt|h|) - g(x)) / sqrt|h|`` (1 extra diffusion call per step);
-      Stratonovich uses the central difference ``(g(x + g s) - g(x - g s)) / (2 s)``, ``s =
-      sqrt|h|`` (2 extra calls), because the forward difference's O(sqrt h) bias, multiplied by
-      ``dW^2`` with non-zero mean, would cost the strong order.
-    * ``"autograd"``: ``L = J_g g`` exactly, by a Jacobian-vector product (no extra call to g
-      beyond autograd's own work).
+      ``L ~ (g(x + g sqrt|h|) - g(x)) / sqrt|h|`` (1 extra diffusion call per step);
+    * ``"autograd"``: ``L = J_g g`` exactly by a Jacobian-vector product; parameter gradients
+      flow through it whenever autograd is enabled. Not usable under ``torch.inference_mode``
+      (use ``torch.no_grad()`` or the finite difference there).
 
-    Diagonal noise needs ``g_i`` to depend on ``x`` only through ``x_i`` (commutative noise);
-    otherwise the Levy-area terms are missing and the strong order drops to 0.5.
+    On a Stratonovich problem ``solve`` uses :class:`MilsteinStratonovich` with the same
+    ``derivative`` (:meth:`for_kind`); the two are separate registered solvers.
     """
 
-    name = "milstein"
-    strong_order = 1.0
-    weak_order = 1.0
-    noise_types = ("diagonal", "scalar", "additive")
-    kinds = ("ito", "stratonovich")
+    caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "scalar", "additive"),
+                        kinds=("ito",), **sde_orders(1.0, 1.0, ("diagonal", "scalar",
+                                                                "additive")))
     c = (0.0,)
+    ito: ClassVar[bool] = True
 
     def __init__(self, derivative: str = "finite_difference") -> None:
         if derivative not in ("finite_difference", "autograd"):
@@ -89,87 +77,105 @@ class Milstein(SDESolver):
                 f"derivative: expected 'finite_difference' or 'autograd', got {derivative!r}"
             )
         self.derivative = derivative
-        self.kind = "ito"  # set by solve() through configure()
 
-    def configure(self, kind: str) -> None:
-        """Choose the Ito or Stratonovich correction (called by ``solve``)."""
-        self.kind = kind
+    def for_kind(self, kind: str) -> Solver:
+        if kind == "stratonovich" and self.ito:
+            return MilsteinStratonovich(self.derivative)
+        if kind == "ito" and not self.ito:
+            return Milstein(self.derivative)
+        return self
 
-    def evals_per_step(self) -> tuple[int, int]:
-        if self.derivative == "autograd":
-            return (1, 1)
-        return (1, 2 if self.kind == "ito" else 3)
+    def check(self, problem: Any) -> None:
+        if self.derivative == "autograd" and torch.is_inference_mode_enabled():
+            raise ValueError(
+                "solver: Milstein(derivative='autograd') needs autograd, which "
+                "torch.inference_mode disables; run under torch.no_grad() instead, or use "
+                "derivative='finite_difference'")
 
     def __repr__(self) -> str:
-        return f"Milstein(derivative={self.derivative!r})"
+        return f"{type(self).__name__}(derivative={self.derivative!r})"
 
-    def build(self, f: Field, g: Field, noise: str) -> StepFn:
-        ito = self.kind == "ito"
-        autograd = self.derivative == "autograd"
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        f, g = terms.f, terms.g
+        t0, dw = tt[0], noise[0]  # type: ignore[index]
+        gx = g(t0, x)  # type: ignore[misc]
+        ah = abs(h)
+        if self.derivative == "autograd":
+            lg = _jvp(g, t0, x, gx)  # type: ignore[arg-type]
+        elif self.ito:
+            s = math.sqrt(ah)
+            lg = (g(t0, torch.add(x, gx, alpha=s)) - gx) / s  # type: ignore[misc]
+        else:
+            s = math.sqrt(ah)
+            lg = (g(t0, torch.add(x, gx, alpha=s))  # type: ignore[misc]
+                  - g(t0, torch.add(x, gx, alpha=-s))) / (2 * s)  # type: ignore[misc]
+        sq = dw * dw
+        corr = sq - ah if self.ito else sq
+        x_new = torch.add(x, f(t0, x), alpha=h).addcmul_(gx, dw).addcmul_(lg, corr, value=0.5)  # type: ignore[misc]
+        return StepResult(x_new, None, None, None)
 
-        def step(tt: tuple[Tensor, ...], x: Tensor, h: float, nz: Noise) -> Tensor:
-            t, dw = tt[0], nz[0]
-            gx = g(t, x)
-            ah = abs(h)
-            if autograd:
-                lg = _jvp(g, t, x, gx)
-            elif ito:
-                s = math.sqrt(ah)
-                lg = (g(t, torch.add(x, gx, alpha=s)) - gx) / s
-            else:
-                s = math.sqrt(ah)
-                lg = (g(t, torch.add(x, gx, alpha=s)) - g(t, torch.add(x, gx, alpha=-s))) / (2 * s)
-            sq = dw * dw
-            corr = sq - ah if ito else sq
-            return torch.add(x, f(t, x), alpha=h).addcmul_(gx, dw).addcmul_(lg, corr, value=0.5)
 
-        return step
+class MilsteinStratonovich(Milstein, name="milstein_stratonovich"):
+    """Milstein's scheme, Stratonovich form: ``x + h f + g dW + 1/2 L dW^2``.
+
+    The finite difference is central, ``L ~ (g(x + g s) - g(x - g s)) / (2 s)``, ``s =
+    sqrt|h|`` (2 extra calls): a forward difference's O(sqrt h) bias, times ``dW^2`` of non-zero
+    mean, would cost the strong order.
+    """
+
+    caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "scalar", "additive"),
+                        kinds=("stratonovich",), **sde_orders(1.0, 1.0, ("diagonal", "scalar",
+                                                                         "additive")))
+    ito = False
 
 
 def _jvp(g: Field, t: Tensor, x: Tensor, v: Tensor) -> Tensor:
-    """``J_g(x) v`` by the double-vjp trick; keeps the graph when ``x`` needs gradients."""
-    keep = x.requires_grad
+    """``J_g(x) v`` by the double-vjp trick (docs/math.md §6).
+
+    The graph is kept whenever autograd is enabled, so gradients reach ``x`` and the diffusion's
+    parameters even when ``x`` itself does not require grad; a diffusion that does not depend on
+    ``x`` (additive noise) has ``J_g = 0``.
+    """
+    keep = torch.is_grad_enabled()
     with torch.enable_grad():
-        xr = x if keep else x.detach().requires_grad_(True)
+        xr = x if x.requires_grad else x.detach().requires_grad_(True)
         gx = g(t, xr)
+        if not gx.requires_grad:
+            return torch.zeros_like(v)
         u = torch.zeros_like(gx, requires_grad=True)
-        (vjp,) = torch.autograd.grad(gx, xr, grad_outputs=u, create_graph=True)
+        (vjp,) = torch.autograd.grad(gx, xr, grad_outputs=u, create_graph=True,
+                                     allow_unused=True)
+        if vjp is None or not vjp.requires_grad:
+            return torch.zeros_like(v)
         (jv,) = torch.autograd.grad(vjp, u, grad_outputs=v, create_graph=keep)
-    return jv
+    return jv if keep else jv.detach()
 
 
-class StochasticHeun(SDESolver):
-    """Stochastic Heun for Stratonovich SDEs (MATH.md §2).
+class StochasticHeun(Solver, name="stochastic_heun"):
+    """Stochastic Heun for Stratonovich SDEs (docs/math.md §6).
 
     ``x' = x + h f(t,x) + g(t,x) dW``;
     ``x_new = x + h/2 (f(t,x) + f(t+h,x')) + 1/2 (g(t,x) + g(t+h,x')) dW``.
+    Strong order 1 for commutative noise (additive, scalar, diagonal), 0.5 for general noise.
     """
 
-    name = "stochastic_heun"
-    strong_order = 1.0
-    weak_order = 1.0
-    kinds = ("stratonovich",)
+    caps = Capabilities(sde=True, order=2.0, noise_types=_ALL, kinds=("stratonovich",),
+                        **sde_orders({"diagonal": 1.0, "scalar": 1.0, "additive": 1.0,
+                                      "general": 0.5}, 1.0))
     c = (0.0, 1.0)
 
-    @classmethod
-    def strong_order_for(cls, noise: str) -> float:
-        return 0.5 if noise == "general" else 1.0
-
-    def evals_per_step(self) -> tuple[int, int]:
-        return (2, 2)
-
-    def build(self, f: Field, g: Field, noise: str) -> StepFn:
-        mul = noise_term(noise)
-
-        def step(tt: tuple[Tensor, ...], x: Tensor, h: float, nz: Noise) -> Tensor:
-            t, t1 = tt
-            dw = nz[0]
-            f0, g0 = f(t, x), g(t, x)
-            xp = torch.add(x, f0, alpha=h).add_(mul(g0, dw))
-            f1, g1 = f(t1, xp), g(t1, xp)
-            return (torch.add(x, f0 + f1, alpha=0.5 * h).add_(mul(g0 + g1, dw), alpha=0.5))
-
-        return step
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        f, g = terms.f, terms.g
+        mul = noise_term(terms.noise)  # type: ignore[arg-type]
+        t0, t1 = tt
+        dw = noise[0]  # type: ignore[index]
+        f0, g0 = f(t0, x), g(t0, x)  # type: ignore[misc]
+        xp = torch.add(x, f0, alpha=h).add_(mul(g0, dw))
+        f1, g1 = f(t1, xp), g(t1, xp)  # type: ignore[misc]
+        x_new = torch.add(x, f0 + f1, alpha=0.5 * h).add_(mul(g0 + g1, dw), alpha=0.5)
+        return StepResult(x_new, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -206,13 +212,19 @@ class SRATableau:
                 raise ValueError(f"SRA tableau: row {i} of A0 must sum to c0[{i}]")
 
 
-class SRA(SDESolver):
+class SRA(Solver, register=False):
     """Engine for :class:`SRATableau` methods (additive noise; Ito = Stratonovich there)."""
 
     tableau: ClassVar[SRATableau]
-    noise_types = ("additive",)
-    kinds = ("ito", "stratonovich")
-    needs_space_time = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tab = cls.__dict__.get("tableau")
+        if tab is not None:
+            cls.caps = Capabilities(sde=True, order=2.0, noise_types=("additive",),
+                                    kinds=("ito", "stratonovich"), space_time=True,
+                                    **sde_orders(tab.strong_order, tab.weak_order,
+                                                 ("additive",)))
 
     def __init__(self) -> None:
         tab = self.tableau
@@ -229,38 +241,32 @@ class SRA(SDESolver):
         used = {j for r in self._b0 for j, _ in r}
         used |= {i for i in range(len(tab.c1)) if tab.beta1[i] != 0.0 or tab.beta2[i] != 0.0}
         self._g_used = tuple(sorted(used))
+        self._alpha = [(i, a) for i, a in enumerate(tab.alpha) if a != 0.0]
+        self._out_w = [(i, tab.beta1[i], tab.beta2[i]) for i in self._g_used]
 
-    def evals_per_step(self) -> tuple[int, int]:
-        return (len(self.tableau.c0), len(self._g_used))
-
-    def build(self, f: Field, g: Field, noise: str) -> StepFn:
-        tab = self.tableau
-        a0, b0, i0, i1, used = self._a0, self._b0, self._i0, self._i1, self._g_used
-        alpha = [(i, a) for i, a in enumerate(tab.alpha) if a != 0.0]
-        out_w = [(i, tab.beta1[i], tab.beta2[i]) for i in used]
-
-        def step(tt: tuple[Tensor, ...], x: Tensor, h: float, nz: Noise) -> Tensor:
-            dw, i10 = nz
-            ih = i10 / h
-            gs = {j: g(tt[i1[j]], x) for j in used}
-            fs: list[Tensor] = []
-            for i in range(len(i0)):
-                hi = x
-                if a0[i] or b0[i]:
-                    hi = x.clone()
-                    for j, a in a0[i]:
-                        hi.add_(fs[j], alpha=a * h)
-                    for j, b in b0[i]:
-                        hi.addcmul_(gs[j], ih, value=b)
-                fs.append(f(tt[i0[i]], hi))
-            y = x.clone()
-            for i, a in alpha:
-                y.add_(fs[i], alpha=a * h)
-            for j, b1, b2 in out_w:
-                y.addcmul_(gs[j], dw * b1 + ih * b2)
-            return y
-
-        return step
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Noise) -> StepResult:
+        f, g = terms.f, terms.g
+        a0, b0, i0, i1 = self._a0, self._b0, self._i0, self._i1
+        dw, i10 = noise  # type: ignore[misc]
+        ih = i10 / h
+        gs = {j: g(tt[i1[j]], x) for j in self._g_used}  # type: ignore[misc]
+        fs: list[Tensor] = []
+        for i in range(len(i0)):
+            hi = x
+            if a0[i] or b0[i]:
+                hi = x.clone()
+                for j, a in a0[i]:
+                    hi.add_(fs[j], alpha=a * h)
+                for j, b in b0[i]:
+                    hi.addcmul_(gs[j], ih, value=b)
+            fs.append(f(tt[i0[i]], hi))  # type: ignore[misc]
+        y = x.clone()
+        for i, a in self._alpha:
+            y.add_(fs[i], alpha=a * h)
+        for j, b1, b2 in self._out_w:
+            y.addcmul_(gs[j], dw * b1 + ih * b2)
+        return StepResult(y, None, None, None)
 
 
 SRA1_TABLEAU = SRATableau(
@@ -271,10 +277,7 @@ SRA1_TABLEAU = SRATableau(
 )
 
 
-class SRA1(SRA):
-    """Roessler's SRA1 for additive noise: strong order 1.5, weak order 2.0 (MATH.md §2)."""
+class SRA1(SRA, name="sra1"):
+    """Roessler's SRA1 for additive noise: strong order 1.5, weak order 2.0 (docs/math.md §6)."""
 
-    name = "sra1"
     tableau = SRA1_TABLEAU
-    strong_order = 1.5
-    weak_order = 2.0

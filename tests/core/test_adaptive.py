@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import sdeflow as sf
 from sdeflow.analytic import expm
-from sdeflow.control import PIController
+from sdeflow.controllers import PIController
 from sdeflow.solvers import Bosh3, Dopri5, HeunEuler, Tsit5
 from sdeflow.verify import tolerance_proportionality
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import sdeflow as sf
-from sdeflow.control import PIController
+from sdeflow.controllers import PIController
 from sdeflow.solvers import AdaptiveMilstein, AdaptiveStochasticHeun, StepDoubling
 
 F64 = torch.float64

@@ -1,10 +1,15 @@
-"""Step-size control: fixed grids, and for adaptive solves the PI controller and initial step.
+"""Step-size controllers and error norms (docs/math.md §5).
 
-A fixed grid runs from the first to the last time of the span in ``steps`` equal steps or in
-steps of ``dt`` (the last one shorter if ``dt`` does not divide the span); every requested
-output time is merged into it so that the solver steps exactly onto it. A requested time within
-``snap |span|`` of a grid point (``1e-10``, or a few units in the last place of the dtype the
-times were given in) replaces that point instead of adding a tiny step.
+* :class:`ConstantController` -- a fixed grid: ``steps`` equal steps or steps of ``dt`` (the last
+  one shorter if ``dt`` does not divide the span); every requested output time of an SDE solve
+  (and every ``step_ts``) is merged into it so that the solver steps exactly onto it. A requested
+  time within ``snap |span|`` of a grid point (``1e-10``, or a few units in the last place of the
+  dtype the times were given in) replaces that point instead of adding a tiny step.
+* :class:`PIController` -- adaptive steps from an error estimate (PI/PID gains), with
+  :func:`initial_step` (Hairer's heuristic) and :class:`ErrorNorm`.
+
+``solve(..., steps=n)`` / ``dt=`` are sugar for ``ConstantController(steps=n)`` / ``(dt=dt)``;
+``rtol=``/``atol=`` for ``PIController(rtol=..., atol=...)``.
 """
 
 from __future__ import annotations
@@ -75,6 +80,54 @@ def fixed_grid(
     return grid, out_index
 
 
+MAX_GRID = 10_000_000  # steps a constant controller may build
+
+
+@dataclass(frozen=True)
+class ConstantController:
+    """A fixed grid of ``steps`` equal steps, or of steps of magnitude ``dt`` (docs/math.md §5).
+
+    Exactly one of ``steps`` (a positive int) and ``dt`` (a positive finite number) is given.
+    """
+
+    steps: int | None = None
+    dt: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.steps is None) == (self.dt is None):
+            raise ValueError("steps, dt: pass exactly one of them")
+        if self.steps is not None:
+            s = self.steps
+            if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+                raise ValueError(f"steps: expected a positive int, got {s!r}")
+            if s > MAX_GRID:
+                raise ValueError(f"steps: {s} steps exceed the limit of {MAX_GRID} a fixed "
+                                 f"grid may have")
+        else:
+            d = self.dt
+            if isinstance(d, Tensor):
+                if d.numel() != 1:
+                    raise ValueError(f"dt: expected a number, got a tensor of shape "
+                                     f"{tuple(d.shape)}")
+                d = float(d)
+                object.__setattr__(self, "dt", d)
+            if isinstance(d, bool) or not isinstance(d, (int, float)) or not (
+                    math.isfinite(d) and d > 0):
+                raise ValueError(f"dt: expected a positive finite step size, got {d!r}")
+            object.__setattr__(self, "dt", float(d))
+
+    def grid(self, t0: float, t1: float, outputs: Sequence[float] = (),
+             snap: float = SNAP) -> tuple[list[float], list[int]]:
+        """``(grid, out_index)`` from ``t0`` to ``t1`` with ``outputs`` merged in (see
+        :func:`fixed_grid`); raises ``ValueError`` naming ``dt`` if the grid would be huge."""
+        if self.dt is not None:
+            n = abs(t1 - t0) / self.dt
+            if not n <= MAX_GRID:
+                raise ValueError(f"dt: {self.dt!r} makes {n:.3g} steps over the span "
+                                 f"[{t0}, {t1}]; at most {MAX_GRID} are allowed")
+        return fixed_grid(t0, t1, self.steps, self.dt, outputs, snap)
+
+
 # ------------------------------------------------------------------------------- adaptive control
 NormSpec = str | Callable[[Tensor], Tensor]
 NORMS = ("path_rms", "rms", "max")
@@ -82,7 +135,7 @@ NORMS = ("path_rms", "rms", "max")
 
 @dataclass(frozen=True)
 class PIController:
-    """Step-size control of adaptive solves (MATH.md §2).
+    """Step-size control of adaptive solves (docs/math.md §5.1).
 
     With the error estimate ``e`` of a step from ``x`` to ``x_new``,
 
@@ -90,9 +143,11 @@ class PIController:
 
     the step is accepted when ``err <= 1``, and the next step is
 
-        h_new = h * clip(safety * err^(-beta1/q) * err_prev^(beta2/q), fac_min, fac_max),
+        h_new = h * clip(safety * err^(-beta1/q) * err_prev^(beta2/q) * err_prev2^(-beta3/q),
+                         fac_min, fac_max),
 
-    where ``err_prev`` is the error of the last accepted step (``1e-4`` before the first) and
+    where ``err_prev``, ``err_prev2`` are the errors of the last two accepted steps (``1e-4``
+    before there are any; ``beta3 > 0`` makes it a PID controller) and
     ``q`` is the order of the error estimate plus one (``p_hat + 1`` for an embedded pair,
     ``strong order + 1/2`` for step doubling of an SDE scheme). The defaults ``beta1 = 1``,
     ``beta2 = 0`` are the classical I-controller (as scipy, torchdiffeq and diffrax); MATH.md's PI
@@ -111,7 +166,8 @@ class PIController:
         safety: safety factor in (0, 1] (``None``: ``0.9^(beta1 - beta2)``, see above).
         fac_min, fac_max: bounds of the step-size change per step (``0 < fac_min < 1 <
             fac_max``).
-        beta1, beta2: the gains (``beta1 > 0``, ``beta2 >= 0``; ``beta2 = 0`` is I-control).
+        beta1, beta2, beta3: the gains (``beta1 > 0``, ``beta2, beta3 >= 0``; ``beta2 = beta3 =
+            0`` is I-control, ``beta3 = 0`` PI-control).
         dt_min: smallest step magnitude; a step proposal below it stops the solve
             (``StepSizeError``, or status ``"dt_min"``/``"nonfinite"`` with
             ``on_failure="return"``). ``None``: ``1e-14 * max(|t0|, |t1|, |t1 - t0|)``.
@@ -131,6 +187,7 @@ class PIController:
     fac_max: float = 10.0
     beta1: float = 1.0
     beta2: float = 0.0
+    beta3: float = 0.0
     dt_min: float | None = None
     dt_max: float | None = None
     norm: NormSpec = "path_rms"
@@ -155,6 +212,8 @@ class PIController:
             raise ValueError(f"beta1: expected a positive gain, got {self.beta1!r}")
         if num("beta2", self.beta2) < 0:
             raise ValueError(f"beta2: expected a non-negative gain, got {self.beta2!r}")
+        if num("beta3", self.beta3) < 0:
+            raise ValueError(f"beta3: expected a non-negative gain, got {self.beta3!r}")
         for name in ("dt_min", "dt_max"):
             v = getattr(self, name)
             if v is not None and (num(name, v) < 0 or (name == "dt_max" and v == 0)):
@@ -166,12 +225,15 @@ class PIController:
         if self.safety is None:
             object.__setattr__(self, "safety", 0.9 ** max(self.beta1 - self.beta2, 0.0))
 
-    def accept_factor(self, err: float, err_prev: float, q: float, after_reject: bool) -> float:
-        """Step factor after an accepted step (``err <= 1``): the PI formula, clipped."""
+    def accept_factor(self, err: float, err_prev: float, q: float, after_reject: bool,
+                      err_prev2: float = 1e-4) -> float:
+        """Step factor after an accepted step (``err <= 1``): the PI(D) formula, clipped."""
         if err <= 0.0:
             fac = self.fac_max
         else:
             fac = self.safety * err ** (-self.beta1 / q) * err_prev ** (self.beta2 / q)  # type: ignore[operator]
+            if self.beta3:
+                fac *= err_prev2 ** (-self.beta3 / q)
             fac = min(self.fac_max, max(self.fac_min, fac))
         return min(fac, 1.0) if after_reject else fac
 
@@ -221,3 +283,89 @@ def initial_step(
     dmax = max(d1, d2)
     h1 = max(1e-6, h0 * 1e-3) if dmax <= 1e-15 else (0.01 / dmax) ** (1.0 / q)
     return min(100 * h0, h1)
+
+
+# ---------------------------------------------------------------------------------- error norm
+class ErrorNorm:
+    """``err = ||e / tol||``, ``tol = atol + rtol * max(|x|, |x_new|)`` (docs/math.md §5.2).
+
+    :meth:`measure` returns a 0-dim tensor ``v`` (no host sync) and
+    ``s_new = atol + rtol |x_new|`` (cached as the next step's ``s``, since
+    ``tol = max(s, s_new)``); :meth:`value` turns the synced ``v`` into ``err``. ``v`` is NaN
+    when ``e`` or ``x_new`` holds a NaN/inf, so one read decides acceptance and finiteness.
+    """
+
+    def __init__(self, like: Tensor, rtol: float, atol: float, spec: Any, sde: bool) -> None:
+        self.rtol, self.atol = rtol, atol
+        n = max(1, like.numel())
+        self.custom: Callable[[Tensor], Tensor] | None = spec if callable(spec) else None
+        self.mode = "custom" if self.custom is not None else spec
+        rows = 1
+        if self.mode == "path_rms":
+            if sde:
+                rows = max(1, like.numel() // max(1, like.shape[-1]))
+            elif like.dim() >= 2:
+                rows = max(1, like.shape[0])
+        self.rows, self.cols, self.n = rows, max(1, n // rows), n
+        blas = like.dtype in (torch.float32, torch.float64)
+        self.flat = rows == 1 and blas and like.numel() > 0
+        self.ones = (torch.ones(self.cols, dtype=like.dtype, device=like.device)
+                     if rows > 1 and blas else None)
+        self.atol_t = torch.full((), atol, dtype=like.dtype, device=like.device)
+        self.rtol_t = torch.full((), rtol, dtype=like.dtype, device=like.device)
+
+    def _reduce(self, r: Tensor, inplace: bool = False) -> Tensor:
+        """The reduction behind ``err`` (squares for the RMS norms), a 0-dim tensor."""
+        if self.mode == "max":
+            return r.abs().amax() if r.numel() else r.new_zeros(())
+        if self.mode == "custom":
+            return self.custom(r)  # type: ignore[misc]
+        if self.flat:
+            rf = r.reshape(-1)
+            return torch.dot(rf, rf)
+        sq = r.mul_(r) if inplace else r * r
+        if self.mode == "rms" or self.rows == 1:
+            return sq.sum()
+        sq = sq.reshape(self.rows, self.cols)
+        if self.ones is not None:
+            return torch.mv(sq, self.ones).amax()
+        return sq.sum(-1).amax()
+
+    def scale(self, x: Tensor) -> Tensor:
+        """``atol + rtol |x|`` (``x``'s shape)."""
+        return torch.addcmul(self.atol_t, x.abs(), self.rtol_t)
+
+    def measure(self, e: Tensor, s_old: Tensor, x_new: Tensor,
+                bufs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """``(v, s_new)``; overwrites ``e``. Runs under ``torch.no_grad``. ``bufs`` (two
+        tensors of ``x``'s shape) receive ``s_new`` and ``tol``, so nothing is allocated."""
+        if bufs is not None:
+            s_new = torch.abs(x_new, out=bufs[0])
+            fin = s_new.amax() if s_new.numel() else None
+            if self.rtol != 1.0:
+                s_new.mul_(self.rtol)
+            if self.atol != 0.0:
+                s_new.add_(self.atol)
+            v = self._reduce(e.div_(torch.maximum(s_old, s_new, out=bufs[1])), inplace=True)
+            return (v if fin is None else torch.add(v, fin, alpha=0.0)), s_new
+        ax = x_new.abs()
+        s_new = torch.addcmul(self.atol_t, ax, self.rtol_t) if self.rtol else ax
+        v = self._reduce(e.div_(torch.maximum(s_old, s_new) if self.rtol else self.atol_t),
+                         inplace=True)
+        # NaN when x_new holds a NaN/inf (a max of |.| does not overflow)
+        fin = ax.amax() if ax.numel() else v
+        return torch.add(v, fin, alpha=0.0), s_new
+
+    def value(self, v: float) -> float:
+        if self.mode in ("max", "custom"):
+            return v
+        if not v >= 0.0:  # NaN
+            return math.nan
+        return math.sqrt(v / (self.n if self.mode == "rms" else self.cols))
+
+    def of(self, r: Tensor) -> float:
+        """The norm of ``r`` (already divided by the tolerance); syncs."""
+        with torch.no_grad():
+            return self.value(float(self._reduce(r.detach())))
+
+

@@ -1,0 +1,531 @@
+"""THE time loop: every solve -- fixed or adaptive, ODE or SDE -- runs through :func:`integrate`.
+
+One iteration (docs/math.md §5):
+
+1. the stepper proposes ``h`` (a :class:`FixedStepper` walks its grid; an :class:`AdaptiveStepper`
+   applies its :class:`~sdeflow.PIController` and lands on ``step_ts``/``jump_ts``/SDE outputs);
+2. the noise source hands the step its Brownian increments (SDEs);
+3. ``solver.step(terms, tt, t, h, x, state, noise) -> (x_new, err, dense, state)``;
+4. the stepper judges the step: a fixed grid always accepts (the state is checked for NaN/inf
+   once per block of steps, and a block that went non-finite is replayed with the same noise to
+   find the exact step); an adaptive step reads one number, the error norm (one host sync);
+5. an accepted step is saved (exactly at the step's end, or at interior output times through the
+   solver's interpolant), handed to the hooks (events), and its state kept; a rejected step is
+   retried from the same ``(x, state)``.
+
+After a time in ``jump_ts`` the solver restarts (``solver.init``): stages at the jump see its
+left limit, the next step starts from the right limit. Failures (``max_steps``, ``dt_min``,
+non-finite state) raise a :class:`~sdeflow.SolverError` or, with ``on_failure="return"``, come
+back as ``Solution.status``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .controllers import ErrorNorm, PIController, initial_step
+from .errors import MaxStepsError, NonFiniteError, StepSizeError
+from .interpolation import DenseSolution, Interpolant
+from .solution import Solution
+from .solvers.base import Solver, StepResult, Terms
+
+Tensor = torch.Tensor
+
+BLOCK = 256  # fixed steps between two finiteness checks
+LAND = 1.001  # an adaptive step within this factor of the next landing time stretches onto it
+SDE_DT0_FRACTION = 0.01  # default first adaptive SDE step: this fraction of the span
+
+
+@dataclass
+class Plan:
+    """What to save and how to stop (built by ``solve``).
+
+    Attributes:
+        t0, t1: the span (``t1 < t0`` runs backwards).
+        outputs: output times in the direction of integration (``outputs[0] == t0``).
+        save_every: save every accepted step (``save_all`` with ``t_span``).
+        dense: keep every step's interpolant for ``Solution.evaluate``.
+        on_failure: ``"raise"`` or ``"return"``.
+        max_steps: attempted steps allowed (adaptive).
+        step_ts, jump_ts: times the steps land on (jumps also restart the solver).
+        snap: relative distance within which an output time counts as a step's end.
+    """
+
+    t0: float
+    t1: float
+    outputs: list[float]
+    save_every: bool = False
+    dense: bool = False
+    on_failure: str = "raise"
+    max_steps: int = 100_000
+    step_ts: list[float] = field(default_factory=list)
+    jump_ts: list[float] = field(default_factory=list)
+    snap: float = 1e-10
+    dt0: float | None = None
+
+
+class StepHook:
+    """Observes accepted steps (events). ``accepted`` may return a replacement ``x_new``."""
+
+    def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
+                 interp: Callable[[], Interpolant]) -> Tensor | None:
+        return None
+
+    def stop(self) -> bool:
+        return False
+
+    def finish(self, sol: Solution) -> None:
+        """Write the hook's results into the solution."""
+
+
+# ------------------------------------------------------------------------------- recording
+class Recorder:
+    """Saved outputs and dense steps of one solve."""
+
+    def __init__(self, x0: Tensor, plan: Plan) -> None:
+        self.plan = plan
+        self.direction = 1.0 if plan.t1 > plan.t0 else -1.0
+        self.tol = plan.snap * abs(plan.t1 - plan.t0)
+        self.saved_t: list[float] = [plan.t0] * (1 if plan.save_every else
+                                                 _count_equal(plan.outputs, plan.t0, self.tol))
+        self.saved: list[Tensor] = [x0] * len(self.saved_t)
+        self.oi = len(self.saved_t)
+        self.steps: list[Interpolant] = []
+        self.x0 = x0
+
+    def wants_interior(self, t_new: float) -> bool:
+        """Whether an output time lies strictly inside the step ending at ``t_new``."""
+        if self.plan.dense:
+            return True
+        outs = self.plan.outputs
+        return (not self.plan.save_every and self.oi < len(outs)
+                and self.direction * (outs[self.oi] - t_new) < -self.tol)
+
+    def accepted(self, t_new: float, x_new: Tensor,
+                 interp: Callable[[], Interpolant] | None) -> None:
+        st: Interpolant | None = None
+        if self.plan.dense:
+            st = interp()  # type: ignore[misc]
+            self.steps.append(st)
+        if self.plan.save_every:
+            self.saved_t.append(t_new)
+            self.saved.append(x_new)
+            return
+        outs, d, tol = self.plan.outputs, self.direction, self.tol
+        while self.oi < len(outs) and d * (outs[self.oi] - t_new) <= tol:
+            to = outs[self.oi]
+            if abs(to - t_new) <= tol:
+                y = x_new
+            else:
+                st = st or interp()  # type: ignore[misc]
+                y = st.at(to)
+            self.saved_t.append(to)
+            self.saved.append(y)
+            self.oi += 1
+
+    def truncate(self, t_reached: float) -> None:
+        """Drop outputs saved beyond ``t_reached`` (a replayed non-finite block)."""
+        d = self.direction
+        while self.saved_t and d * (self.saved_t[-1] - t_reached) > self.tol:
+            self.saved_t.pop()
+            self.saved.pop()
+        self.oi = sum(1 for t in self.plan.outputs if d * (t - t_reached) <= self.tol)
+
+    def solution(self, status: str, t_reached: float, x: Tensor, stats: dict[str, Any]
+                 ) -> Solution:
+        ts, ys = list(self.saved_t), list(self.saved)
+        if status != "success" and (not ts or ts[-1] != t_reached) and not self.plan.save_every:
+            ts.append(t_reached)
+            ys.append(x)
+        t_out = torch.tensor(ts, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
+        interp = (DenseSolution(self.steps, self.plan.t0, t_reached, self.x0, self.direction)
+                  if self.plan.dense else None)
+        return Solution(ts=t_out, ys=torch.stack(ys), stats=stats, status=status,
+                        t_reached=t_reached, _interp=interp)
+
+
+def _count_equal(vals: Sequence[float], t: float, tol: float) -> int:
+    n = 0
+    while n < len(vals) and abs(vals[n] - t) <= tol:
+        n += 1
+    return n
+
+
+def _full(v: float, like: Tensor) -> Tensor:
+    """A 0-dim tensor on ``like``'s device and dtype, with no host-to-device copy."""
+    return torch.full((), v, dtype=like.dtype, device=like.device)
+
+
+def _side(t: float, toward: float, like: Tensor) -> Tensor:
+    """The time next to ``t`` (in ``like``'s dtype) on the side of ``toward``."""
+    return torch.nextafter(_full(t, like), _full(toward, like))
+
+
+def _stage_times(c_vec: Tensor, c: Sequence[float], t: float, h: float, like: Tensor,
+                 jump_end: float | None, after_jump: bool) -> tuple[Tensor, ...]:
+    """``t + c_j h``; at a jump ending the step the ``c = 1`` stages see its left limit, and
+    after a jump the ``c = 0`` stages its right limit."""
+    tt = (c_vec * h).add_(t).unbind(0)
+    if jump_end is not None and 1.0 in c:
+        left = _side(jump_end, t, like)
+        tt = tuple(left if cj == 1.0 else v for cj, v in zip(c, tt))
+    if after_jump and 0.0 in c:
+        right = _side(t, t + h, like)
+        tt = tuple(right if cj == 0.0 else v for cj, v in zip(c, tt))
+    return tt
+
+
+# -------------------------------------------------------------------------------- steppers
+class FixedStepper:
+    """Walks a precomputed grid; never syncs with the host except once per block of steps."""
+
+    adaptive = False
+
+    def __init__(self, grid: list[float], solver: Solver, like: Tensor, jumps: set[float],
+                 noise: Any) -> None:
+        self.grid, self.n = grid, len(grid) - 1
+        self.hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
+        g64 = torch.tensor(grid, dtype=torch.float64)
+        tg = g64.to(like.dtype).to(like.device)
+        cols = []
+        for c in solver.c:
+            if c == 0.0:
+                cols.append(tg[:-1])
+            elif c == 1.0:
+                cols.append(tg[1:])
+            else:
+                cols.append((g64[:-1] + c * (g64[1:] - g64[:-1])).to(like.dtype).to(like.device))
+        self.cols = cols
+        self.one = len(cols) == 1
+        self.c = tuple(solver.c)
+        self.jumps = jumps
+        self.like = like
+        self.noise = noise
+        self.block = BLOCK if noise is None else max(1, min(BLOCK, noise.block_steps))
+
+    def times(self, k: int, after_jump: bool) -> tuple[Tensor, ...]:
+        if self.one and not after_jump and not self.jumps:
+            return (self.cols[0][k],)
+        tt = tuple(col[k] for col in self.cols)
+        if self.jumps and (self.grid[k + 1] in self.jumps or after_jump):
+            c_vec = torch.tensor(self.c, dtype=torch.float64).to(self.like)
+            end = self.grid[k + 1] if self.grid[k + 1] in self.jumps else None
+            tt = _stage_times(c_vec, self.c, self.grid[k], self.hs[k], self.like, end,
+                              after_jump)
+        return tt
+
+
+class AdaptiveStepper:
+    """The PI controller's proposals, landing on the required times (docs/math.md §5)."""
+
+    adaptive = True
+
+    def __init__(self, ctrl: PIController, q: float, norm: ErrorNorm, t0: float, t1: float,
+                 landing: list[float], h0: float, dt_min: float, dt_max: float) -> None:
+        self.ctrl, self.q, self.norm = ctrl, q, norm
+        self.t0, self.t1 = t0, t1
+        self.direction = 1.0 if t1 > t0 else -1.0
+        self.landing, self.li = landing, 0
+        self.h_abs = min(max(h0, dt_min), dt_max)
+        self.dt_min, self.dt_max = dt_min, dt_max
+        self.errs = [1e-4, 1e-4]
+        self.after_reject = False
+        self.last_bad = False
+        self.u0: Tensor | None = None  # u(t0, x0), when the initial-step heuristic made it
+
+    def propose(self, t: float) -> tuple[float, float, bool]:
+        target = self.landing[self.li]
+        rem = target - t
+        if abs(rem) <= self.h_abs * LAND:
+            return rem, target, True
+        h = self.direction * self.h_abs
+        return h, t + h, False
+
+    def judge(self, err: float, h: float, landed: bool) -> bool:
+        """Accept or reject a step with error norm ``err``; updates the next proposal."""
+        ctrl = self.ctrl
+        if err <= 1.0:
+            fac = ctrl.accept_factor(err, self.errs[0], self.q, self.after_reject, self.errs[1])
+            self.errs = [max(err, 1e-4), self.errs[0]]
+            self.after_reject = False
+            # a step cut short to land on a time says little about the next one: keep the
+            # proposal it was cut from (shrunk if the short step's error asks for it)
+            self.h_abs = (max(abs(h) * fac, self.h_abs * min(fac, 1.0)) if landed
+                          else abs(h) * fac)
+            self.last_bad = False
+            if landed:
+                self.li += 1
+            return True
+        self.last_bad = not math.isfinite(err)
+        self.after_reject = True
+        self.h_abs = abs(h) * ctrl.reject_factor(err, self.q)
+        return False
+
+    def too_small(self) -> bool:
+        return self.h_abs < self.dt_min
+
+    def clip(self) -> None:
+        self.h_abs = min(self.h_abs, self.dt_max)
+
+    def done(self) -> bool:
+        return self.li >= len(self.landing)
+
+
+# ------------------------------------------------------------------------------------ loop
+def integrate(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, stepper: Any,
+              noise: Any = None, counts: Callable[[], dict[str, int]] | None = None,
+              hooks: Sequence[StepHook] = ()) -> Solution:
+    """Run ``solver`` from ``(plan.t0, x0)`` to ``plan.t1`` under ``stepper``.
+
+    Args:
+        terms: the counted, checked fields (``terms.adaptive`` asks the solver for errors).
+        solver: a solver instance (its ``caps`` already checked against the problem).
+        x0: the initial state (any shape for ODEs, ``(..., d)`` for SDEs).
+        plan: outputs, failure policy and landing times.
+        stepper: a :class:`FixedStepper` or an :class:`AdaptiveStepper`.
+        noise: a :class:`~sdeflow.noise.GridNoise` (fixed) or
+            :class:`~sdeflow.noise.PathNoise` (adaptive), or ``None`` for ODEs.
+        counts: returns the evaluation counters (merged into ``Solution.stats``).
+        hooks: :class:`StepHook` objects (events).
+
+    Returns:
+        a :class:`~sdeflow.Solution`.
+    """
+    rec = Recorder(x0, plan)
+    stats: dict[str, Any] = {"steps": 0, "accepted": 0, "rejected": 0}
+
+    def finish(status: str, t: float, x: Tensor) -> Solution:
+        stats["steps"] = stats["accepted"] + stats["rejected"]
+        if counts is not None:
+            stats.update(counts())
+        sol = rec.solution(status, t, x, stats)
+        for hk in hooks:
+            hk.finish(sol)
+        return sol
+
+    def make_interp(t: float, h: float, x: Tensor, res: StepResult) -> Callable[[], Interpolant]:
+        return lambda: solver.interpolant(terms, t, h, x, res.x, res.dense)
+
+    if stepper.adaptive:
+        return _adaptive(terms, solver, x0, plan, stepper, noise, rec, stats, finish,
+                         make_interp, hooks)
+    return _fixed(terms, solver, x0, plan, stepper, noise, rec, stats, finish, make_interp,
+                  hooks)
+
+
+def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedStepper, noise: Any,
+           rec: Recorder, stats: dict[str, Any], finish: Callable[..., Solution],
+           make_interp: Callable[..., Callable[[], Interpolant]],
+           hooks: Sequence[StepHook]) -> Solution:
+    grid, hs, n = st.grid, st.hs, st.n
+    x = x0
+    state = solver.init(terms, grid[0], x0, hs[0])
+    after_jump = False
+    on_grid = set(grid)
+    need_interp = plan.dense or bool(hooks) or (
+        not plan.save_every and any(o not in on_grid for o in plan.outputs))
+    step = solver.step
+    i = 0
+    while i < n:
+        j = min(n, i + st.block)
+        nzs = noise.block(i, j) if noise is not None else None
+        x_start, state_start, aj_start = x, state, after_jump
+        for k in range(i, j):
+            t = grid[k]
+            tt = st.times(k, after_jump)
+            res = step(terms, tt, t, hs[k], x, state, nzs[k - i] if nzs is not None else None)
+            t_new = grid[k + 1]
+            interp = make_interp(t, hs[k], x, res) if need_interp else None
+            x_new = res.x
+            for hk in hooks:
+                y = hk.accepted(t, t_new, x, x_new, interp)  # type: ignore[arg-type]
+                if y is not None:
+                    x_new = y
+            rec.accepted(t_new, x_new, interp)
+            x, state = x_new, res.state
+            after_jump = t_new in st.jumps
+            if after_jump:
+                state = solver.init(terms, t_new, x, hs[k])
+            if hooks and any(hk.stop() for hk in hooks):
+                stats["accepted"] = k + 1
+                return finish("success" if k + 1 == n else "event", t_new, x)
+        if not bool(torch.isfinite(x).all()):
+            k_bad = _locate_nonfinite(terms, solver, st, x_start, state_start, aj_start, i, j,
+                                      nzs)
+            stats["accepted"] = k_bad
+            t_bad = grid[k_bad + 1]
+            rec.truncate(grid[k_bad])
+            if plan.on_failure == "return":
+                x_last = x_start if k_bad == i else _replay(terms, solver, st, x_start,
+                                                            state_start, aj_start, i, k_bad,
+                                                            nzs)
+                return finish("nonfinite", grid[k_bad], x_last)
+            raise NonFiniteError(
+                f"state became non-finite at t={t_bad:.6g} (in the step from "
+                f"t={grid[k_bad]:.6g}, step {k_bad + 1} of {n})", t=t_bad,
+                t_reached=grid[k_bad])
+        i = j
+    stats["accepted"] = n
+    return finish("success", grid[-1], x)
+
+
+def _replay(terms: Terms, solver: Solver, st: FixedStepper, x: Tensor, state: Any,
+            after_jump: bool, i: int, j: int, nzs: Any) -> Tensor:
+    with torch.no_grad():
+        for k in range(i, j):
+            res = solver.step(terms, st.times(k, after_jump), st.grid[k], st.hs[k], x, state,
+                              nzs[k - i] if nzs is not None else None)
+            x, state = res.x, res.state
+            after_jump = st.grid[k + 1] in st.jumps
+            if after_jump:
+                state = solver.init(terms, st.grid[k + 1], x, st.hs[k])
+    return x
+
+
+def _locate_nonfinite(terms: Terms, solver: Solver, st: FixedStepper, x: Tensor, state: Any,
+                      after_jump: bool, i: int, j: int, nzs: Any) -> int:
+    """Replay steps ``i .. j-1`` checking every step; the index of the first bad one."""
+    with torch.no_grad():
+        for k in range(i, j):
+            res = solver.step(terms, st.times(k, after_jump), st.grid[k], st.hs[k], x, state,
+                              nzs[k - i] if nzs is not None else None)
+            x, state = res.x, res.state
+            if not bool(torch.isfinite(x).all()):
+                return k
+            after_jump = st.grid[k + 1] in st.jumps
+            if after_jump:
+                state = solver.init(terms, st.grid[k + 1], x, st.hs[k])
+    raise NonFiniteError(
+        f"state became non-finite between t={st.grid[i]:.6g} and t={st.grid[j]:.6g} (the "
+        f"replay of these steps stayed finite: the problem's functions are not deterministic)",
+        t=st.grid[j], t_reached=st.grid[i])
+
+
+def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: AdaptiveStepper,
+              noise: Any, rec: Recorder, stats: dict[str, Any], finish: Callable[..., Solution],
+              make_interp: Callable[..., Callable[[], Interpolant]],
+              hooks: Sequence[StepHook]) -> Solution:
+    t, x = plan.t0, x0
+    c = tuple(solver.c)
+    c_vec = torch.tensor(c, dtype=torch.float64).to(dtype=x0.dtype, device=x0.device)
+    jumps = set(plan.jump_ts)
+    norm = st.norm
+    with torch.no_grad():
+        ax = norm.scale(x0.detach())
+    state = solver.init(terms, t, x0, st.direction * st.h_abs)
+    if state is None and solver.caps.fsal and st.u0 is not None:
+        state = st.u0  # an FSAL solver's state is the slope u(t, x) at the step's start
+    after_jump = False
+    accepted = rejected = 0
+    while True:
+        if accepted + rejected >= plan.max_steps:
+            stats.update(accepted=accepted, rejected=rejected)
+            return _fail(plan, rec, stats, finish, "max_steps", t, x, st, t)
+        h, t_new, landed = st.propose(t)
+        at_jump = landed and t_new in jumps
+        tt = _stage_times(c_vec, c, t, h, x0, t_new if at_jump else None, after_jump)
+        nz = noise.take(t, h, t_new) if noise is not None else None
+        res = solver.step(terms, tt, t, h, x, state, nz)
+        with torch.no_grad():
+            # the error estimate is the loop's to overwrite (StepResult.err)
+            v, ax_new = norm.measure(res.err.detach(), ax, res.x.detach())  # type: ignore[union-attr]
+        err = norm.value(v.item())
+        if st.judge(err, h, landed):
+            accepted += 1
+            x_new = res.x
+            interp = make_interp(t, h, x, res)
+            for hk in hooks:
+                y = hk.accepted(t, t_new, x, x_new, interp)
+                if y is not None:
+                    x_new = y
+            rec.accepted(t_new, x_new, interp)
+            t, x, ax, state = t_new, x_new, ax_new, res.state
+            after_jump = at_jump
+            if at_jump:
+                state = solver.init(terms, t, x, h)
+            if noise is not None:
+                noise.release(t, st.direction)
+            if st.done() or (hooks and any(hk.stop() for hk in hooks)):
+                stats.update(accepted=accepted, rejected=rejected)
+                return finish("success" if st.done() else "event", t, x)
+        else:
+            rejected += 1
+        if st.too_small():
+            stats.update(accepted=accepted, rejected=rejected)
+            return _fail(plan, rec, stats, finish, "nonfinite" if st.last_bad else "dt_min", t,
+                         x, st, t + h)
+        st.clip()
+
+
+def _fail(plan: Plan, rec: Recorder, stats: dict[str, Any], finish: Callable[..., Solution],
+          status: str, t: float, x: Tensor, st: AdaptiveStepper, t_bad: float) -> Solution:
+    where = (f"the solve reached t={t:.6g} of [{plan.t0:.6g}, {plan.t1:.6g}] after "
+             f"{stats['accepted']} accepted and {stats['rejected']} rejected steps")
+    if plan.on_failure == "return":
+        return finish(status, t, x)
+    hint = _stiffness_hint(stats)
+    if status == "max_steps":
+        raise MaxStepsError(
+            f"max_steps={plan.max_steps} exceeded: {where} (last step size {st.h_abs:.3g}); "
+            f"raise max_steps, loosen rtol/atol, or pass on_failure='return' for the partial "
+            f"solution{hint}", t_reached=t)
+    if status == "nonfinite":
+        raise NonFiniteError(
+            f"non-finite values (NaN/inf) in every attempted step from t={t:.6g} down to the "
+            f"step size dt_min={st.dt_min:.3g}: {where}", t=t_bad, t_reached=t)
+    raise StepSizeError(
+        f"step size {st.h_abs:.3g} fell below dt_min={st.dt_min:.3g} at t={t:.6g} (the time "
+        f"reached); {where}. The problem may be stiff or singular there{hint}", t_reached=t)
+
+
+STIFF_HINT: Callable[[dict[str, Any]], str] | None = None
+
+
+def _stiffness_hint(stats: dict[str, Any]) -> str:
+    """A suggestion of an implicit solver when the failure looks like stiffness."""
+    if STIFF_HINT is not None:
+        return STIFF_HINT(stats)
+    return ""
+
+
+def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl: PIController,
+                     rtol: float, atol: float, landing: list[float], sde: bool) -> AdaptiveStepper:
+    """An :class:`AdaptiveStepper` with ``q``, limits and the initial step of this solve."""
+    t0, t1 = plan.t0, plan.t1
+    q = solver.controller_order(terms.noise)
+    span = abs(t1 - t0)
+    floor = 1e-14 * max(abs(t0), abs(t1), span)
+    dt_min = max(ctrl.dt_min if ctrl.dt_min is not None else 0.0, floor)
+    dt_max = ctrl.dt_max if ctrl.dt_max is not None else span
+    norm = ErrorNorm(x0, rtol, atol, ctrl.norm, sde=sde)
+    direction = 1.0 if t1 > t0 else -1.0
+    u0 = None
+    if plan.dt0 is not None:
+        h0 = plan.dt0
+    elif sde:
+        h0 = SDE_DT0_FRACTION * span
+    else:
+        u = terms.u
+        u0 = u(_full(t0, x0), x0)  # type: ignore[misc]
+        with torch.no_grad():
+            h0 = initial_step(u, t0, x0.detach(), u0.detach(), direction, q, rtol, atol,  # type: ignore[arg-type]
+                              norm.of)
+    st = AdaptiveStepper(ctrl, q, norm, t0, t1, landing, h0, dt_min, dt_max)
+    st.u0 = u0
+    return st
+
+
+def landing_times(t0: float, t1: float, extra: Sequence[float]) -> list[float]:
+    """Times the steps must land on, strictly after ``t0`` up to ``t1``, in order."""
+    d = 1.0 if t1 > t0 else -1.0
+    inside = {t for t in extra if d * (t - t0) > 0 and d * (t1 - t) > 0}
+    return sorted(inside, key=lambda t: d * t) + [t1]
+
+
+__all__ = ["integrate", "Plan", "StepHook", "FixedStepper", "AdaptiveStepper", "Recorder",
+           "adaptive_stepper", "landing_times"]
