@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .problems import ODE, SDE
@@ -123,11 +124,16 @@ def times(t_span: Any, ts: Any, like: Tensor) -> tuple[float, float, list[float]
 
 def _resolvable(vals: list[float], like: Tensor, name: str) -> None:
     """The times stay distinct in the state's dtype (the fields see them in it)."""
-    t = torch.tensor(vals, dtype=torch.float64).to(like.dtype)
-    if not bool(torch.isfinite(t).all()):
+    npd = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}
+    if like.dtype in npd:
+        with np.errstate(over="ignore"):
+            t = np.asarray(vals, dtype=np.float64).astype(npd[like.dtype])
+    else:  # bfloat16 and other torch-only dtypes
+        t = torch.tensor(vals, dtype=torch.float64).to(like.dtype).double().numpy()
+    if not np.isfinite(t).all():
         raise ValueError(f"{name}: the times overflow the state's dtype {like.dtype}")
-    d = t[1:] - t[:-1]
-    if not (bool((d > 0).all()) or bool((d < 0).all())):
+    d = np.diff(t)
+    if not ((d > 0).all() or (d < 0).all()):
         raise ValueError(f"{name}: the times {vals[:4]}... coincide when rounded to the "
                          f"state's dtype {like.dtype}; use float64 or shift the time origin")
 
@@ -165,7 +171,7 @@ def time_list(v: Any, name: str) -> list[float]:
 # ----------------------------------------------------------------------------- plain values
 def flag(v: Any, name: str) -> bool:
     if not isinstance(v, bool):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
+        raise ValueError(f"{name}: expected True or False, got {v!r}")
     return v
 
 
@@ -321,6 +327,7 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
     extra = None
     if p.noise == "additive":
         def extra(t: Tensor, x: Tensor, out: Tensor) -> None:
+            counter.g += 1  # the probe is a call of g: counted
             with torch.no_grad():
                 other = g(t, x.detach() * 1.5 + 0.5)
             if isinstance(other, Tensor) and other.shape == out.shape and not torch.allclose(

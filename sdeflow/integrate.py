@@ -67,6 +67,7 @@ class Plan:
     jump_ts: list[float] = field(default_factory=list)
     snap: float = 1e-10
     dt0: float | None = None
+    has_ts: bool = False
 
 
 class StepHook:
@@ -139,7 +140,7 @@ class Recorder:
     def solution(self, status: str, t_reached: float, x: Tensor, stats: dict[str, Any]
                  ) -> Solution:
         ts, ys = list(self.saved_t), list(self.saved)
-        if status != "success" and (not ts or ts[-1] != t_reached) and not self.plan.save_every:
+        if status != "success" and not self.plan.has_ts and (not ts or ts[-1] != t_reached):
             ts.append(t_reached)
             ys.append(x)
         t_out = torch.tensor(ts, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
@@ -418,8 +419,9 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     with torch.no_grad():
         ax = norm.scale(x0.detach())
     state = solver.init(terms, t, x0, st.direction * st.h_abs)
-    if state is None and solver.caps.fsal and st.u0 is not None:
-        state = st.u0  # an FSAL solver's state is the slope u(t, x) at the step's start
+    if state is None and solver.caps.fsal:
+        # an FSAL solver's state is the slope u(t, x) at the step's start
+        state = st.u0 if st.u0 is not None else terms.u(_full(t, x0), x0)  # type: ignore[misc]
     after_jump = False
     accepted = rejected = 0
     while True:

@@ -99,7 +99,7 @@ def solve(
     """
     for key in extra:
         if key not in EXTENSIONS:
-            raise TypeError(f"{key}: unknown argument of solve; see help(sdeflow.solve)")
+            raise ValueError(f"{key}: unknown argument of solve; see help(sdeflow.solve)")
     args = dict(problem=problem, x0=x0, t_span=t_span, ts=ts, solver=solver, steps=steps,
                 dt=dt, rtol=rtol, atol=atol, controller=controller, seed=seed,
                 brownian=brownian, save_all=save_all, dense=dense, step_ts=step_ts,
@@ -129,6 +129,7 @@ def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any,
                 jump_ts=ck.time_list(jump_ts, "jump_ts"),
                 dt0=ck.positive(dt0, "dt0"))
     plan.snap = ck.snap(t0, t1, ts)
+    plan.has_ts = ts is not None
     if save_all and ts is not None:
         raise ValueError("save_all: only with t_span (ts already says what to save)")
     slv = _pick_solver(problem, solver, adaptive)
@@ -146,6 +147,8 @@ def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any,
         ck.check_span(brownian, t0, t1)
     if adaptive:
         rt, at = _tolerances(rtol, atol, ctrl, x0.dtype)
+        if is_sde and not slv.caps.adaptive and slv.noise_points == (0.0, 1.0):
+            slv = StepDoubling(slv)  # any fixed-step SDE scheme adapts by step doubling
         if not slv.caps.adaptive:
             raise ValueError(
                 f"solver: {slv.name!r} has no error estimate, so it cannot run with "
@@ -203,7 +206,7 @@ def _controller(steps: Any, dt: Any, rtol: Any, atol: Any, controller: Any, solv
                          "give the initial step as dt0")
     if controller is not None:
         if not isinstance(controller, (PIController, ConstantController)):
-            raise TypeError(f"controller: expected an sdeflow.PIController or "
+            raise ValueError(f"controller: expected an sdeflow.PIController or "
                             f"ConstantController, got {type(controller).__name__}")
         if isinstance(controller, ConstantController):
             if steps is not None or dt is not None or tol:

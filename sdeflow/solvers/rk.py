@@ -179,36 +179,60 @@ class RungeKutta(Solver, register=False):
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
         u = terms.u
-        if not terms.adaptive or self._err is None:
-            if self._one_stage and state is None:
-                k1 = u(tt[0], x)
-                (_, w), = self._b
-                return StepResult(torch.add(x, k1, alpha=w * h), None, (k1, None), None)
-            fsal = self.tableau.fsal and state is not None
-            k, x_last = self._stages(u, tt, x, h, state, None if fsal else self._n_fixed)
-            x_new = x_last if fsal else self.combine(x, k, h, self._b)
-            return StepResult(x_new, None, k, k[-1] if fsal else None)
-        k, x_last = self._stages(u, tt, x, h, state, None)
-        x_new = x_last if self.tableau.fsal else self.combine(x, k, h, self._b)
-        j, w = self._err[0]
+        k0 = state.get(tt[0]) if isinstance(state, Slope) else state
+        fsal = self.tableau.fsal
+        want_err = terms.adaptive and self._err is not None
+        if self._one_stage and not want_err:
+            k1 = u(tt[0], x) if k0 is None else k0  # type: ignore[misc]
+            (_, w), = self._b
+            x_new = torch.add(x, k1, alpha=w * h)
+            slope = Slope(u, x_new)  # type: ignore[arg-type]
+            return StepResult(x_new, None, ([k1], slope), slope)
+        if not want_err:
+            chain = fsal and k0 is not None and not isinstance(state, Slope)
+            k, x_last = self._stages(u, tt, x, h, k0, None if chain else self._n_fixed)  # type: ignore[arg-type]
+            x_new = x_last if chain else self.combine(x, k, h, self._b)
+            if chain:
+                return StepResult(x_new, None, (k, None), k[-1])
+            slope = Slope(u, x_new)  # type: ignore[arg-type]
+            return StepResult(x_new, None, (k, slope), slope)
+        k, x_last = self._stages(u, tt, x, h, k0, None)  # type: ignore[arg-type]
+        x_new = x_last if fsal else self.combine(x, k, h, self._b)
+        j, w = self._err[0]  # type: ignore[index]
         err = torch.mul(k[j], w * h)
-        for j, w in self._err[1:]:
+        for j, w in self._err[1:]:  # type: ignore[index]
             err.add_(k[j], alpha=w * h)
-        return StepResult(x_new, err, k, k[-1] if self.tableau.fsal else None)
-
-    def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
-        # FSAL pairs start their chain only in adaptive solves (fixed steps skip stage s)
-        return None
+        if fsal:
+            return StepResult(x_new, err, (k, None), k[-1])
+        slope = Slope(u, x_new)  # type: ignore[arg-type]
+        return StepResult(x_new, err, (k, slope), slope)
 
     def interpolant(self, terms: Terms, t: float, h: float, x0: Tensor, x1: Tensor,
                     dense: Any) -> Interpolant:
-        if isinstance(dense, tuple):  # one-stage method: (k1, None)
-            return Hermite.from_field(terms.u, t, h, x0, x1, dense[0], None)
-        k = dense
+        k, slope = dense
         if self._dense is not None and len(k) == self.tableau.stages:
             return Table(t, h, x0, x1, k, self._dense)
+        if slope is not None:
+            return Hermite(t, h, x0, x1, k[0], None,
+                           lambda: slope.get(torch.full((), t + h, dtype=x1.dtype,
+                                                        device=x1.device)))
         f1 = k[-1] if self.tableau.fsal and len(k) == self.tableau.stages else None
         return Hermite.from_field(terms.u, t, h, x0, x1, k[0], f1)
+
+
+class Slope:
+    """``u(t1, x1)`` at a step's end, evaluated at most once: the next step's first stage and
+    the Hermite interpolant's end slope share it (``t1`` comes from whoever asks first)."""
+
+    __slots__ = ("u", "x", "v")
+
+    def __init__(self, u: Field, x: Tensor) -> None:
+        self.u, self.x, self.v = u, x, None
+
+    def get(self, t: Tensor) -> Tensor:
+        if self.v is None:
+            self.v = self.u(t, self.x)
+        return self.v
 
 
 EULER = ButcherTableau(c=[0.0], a=[[]], b=[1.0], order=1)

@@ -116,20 +116,6 @@ class Milstein(Solver, name="milstein"):
         return StepResult(x_new, None, None, None)
 
 
-class MilsteinStratonovich(Milstein, name="milstein_stratonovich"):
-    """Milstein's scheme, Stratonovich form: ``x + h f + g dW + 1/2 L dW^2``.
-
-    The finite difference is central, ``L ~ (g(x + g s) - g(x - g s)) / (2 s)``, ``s =
-    sqrt|h|`` (2 extra calls): a forward difference's O(sqrt h) bias, times ``dW^2`` of non-zero
-    mean, would cost the strong order.
-    """
-
-    caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "scalar", "additive"),
-                        kinds=("stratonovich",), **sde_orders(1.0, 1.0, ("diagonal", "scalar",
-                                                                         "additive")))
-    ito = False
-
-
 def _jvp(g: Field, t: Tensor, x: Tensor, v: Tensor) -> Tensor:
     """``J_g(x) v`` by the double-vjp trick (docs/math.md §6).
 
@@ -176,6 +162,20 @@ class StochasticHeun(Solver, name="stochastic_heun"):
         f1, g1 = f(t1, xp), g(t1, xp)  # type: ignore[misc]
         x_new = torch.add(x, f0 + f1, alpha=0.5 * h).add_(mul(g0 + g1, dw), alpha=0.5)
         return StepResult(x_new, None, None, None)
+
+
+class MilsteinStratonovich(Milstein, name="milstein_stratonovich"):
+    """Milstein's scheme, Stratonovich form: ``x + h f + g dW + 1/2 L dW^2``.
+
+    The finite difference is central, ``L ~ (g(x + g s) - g(x - g s)) / (2 s)``, ``s =
+    sqrt|h|`` (2 extra calls): a forward difference's O(sqrt h) bias, times ``dW^2`` of non-zero
+    mean, would cost the strong order.
+    """
+
+    caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "scalar", "additive"),
+                        kinds=("stratonovich",), **sde_orders(1.0, 1.0, ("diagonal", "scalar",
+                                                                         "additive")))
+    ito = False
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,9 @@ def test_default_schemes() -> None:
     assert ito.stats["nfe_diffusion"] == 2 * ito.stats["nfe_drift"]  # Milstein: g twice, f once
     strat = sf.solve(gbm("stratonovich"), x0, (0.0, 1.0), rtol=1e-2, seed=0)
     assert strat.stats["nfe_diffusion"] == strat.stats["nfe_drift"]  # stochastic Heun: 2 + 2
-    assert AdaptiveMilstein.fits("diagonal", "ito")
-    assert AdaptiveStochasticHeun.fits("diagonal", "stratonovich")
-    assert not AdaptiveStochasticHeun.fits("diagonal", "ito")
+    assert AdaptiveMilstein.caps.fits("diagonal", "ito")
+    assert AdaptiveStochasticHeun.caps.fits("diagonal", "stratonovich")
+    assert not AdaptiveStochasticHeun.caps.fits("diagonal", "ito")
     # same seed, same answer; every attempt makes three base steps
     again = sf.solve(gbm("ito"), x0, (0.0, 1.0), rtol=1e-2, seed=0)
     assert torch.equal(ito.x_final, again.x_final)
@@ -68,9 +68,9 @@ def test_rejected_steps_requery_the_same_path() -> None:
     calls: list[list[float]] = []
 
     class Spy(sf.BrownianPath):
-        def grid(self, ts):  # type: ignore[override]
+        def grid(self, ts, space_time=False):  # type: ignore[override]
             calls.append([float(v) for v in ts])
-            return super().grid(ts)
+            return super().grid(ts, space_time)
 
     n = 50
     bm = Spy((n, 1), seed=5, dtype=F64)

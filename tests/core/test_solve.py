@@ -315,7 +315,11 @@ def test_bad_x0_problem_and_path() -> None:
     with pytest.raises(ValueError, match="x0: contains NaN"):
         sf.solve(linear_ode(), torch.tensor([1.0, float("nan")]), (0.0, 1.0), steps=3)
     with pytest.raises(TypeError, match="problem"):
-        sf.solve(lambda t, x: x, torch.ones(2), (0.0, 1.0), steps=3)
+        sf.solve(3.0, torch.ones(2), (0.0, 1.0), steps=3)
+    # a plain callable f(t, x) is an ODE (as torchdiffeq's func)
+    plain = sf.solve(lambda t, x: -x, torch.ones(2), (0.0, 1.0), steps=3)
+    assert torch.equal(plain.x_final, sf.solve(sf.ODE(lambda t, x: -x), torch.ones(2),
+                                               (0.0, 1.0), steps=3).x_final)
     with pytest.raises(ValueError, match="x0: an SDE state"):
         sf.solve(sde, torch.tensor(1.0), (0.0, 1.0), steps=3, seed=0)
     with pytest.raises(ValueError, match="seed, brownian"):
