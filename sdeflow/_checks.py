@@ -221,17 +221,21 @@ def seed(v: Any) -> int | None:
 
 # ---------------------------------------------------------------------------------- fields
 class Counter:
-    """Evaluation counts of one solve."""
+    """Evaluation counts of one solve (one-element lists, the cheapest mutable cell)."""
 
-    __slots__ = ("u", "f", "g")
+    __slots__ = ("cells",)
 
     def __init__(self) -> None:
-        self.u = self.f = self.g = 0
+        self.cells = {"u": [0], "f": [0], "g": [0]}
+
+    def add(self, slot: str, k: int = 1) -> None:
+        self.cells[slot][0] += k
 
     def stats(self, sde: bool) -> dict[str, int]:
+        f, g, u = self.cells["f"][0], self.cells["g"][0], self.cells["u"][0]
         if sde:
-            return {"nfe_drift": self.f, "nfe_diffusion": self.g, "nfe": self.f + self.g}
-        return {"nfe": self.u}
+            return {"nfe_drift": f, "nfe_diffusion": g, "nfe": f + g}
+        return {"nfe": u}
 
 
 def _signature_ok(fn: Callable[..., Any]) -> bool:
@@ -247,21 +251,21 @@ def _signature_ok(fn: Callable[..., Any]) -> bool:
 
 
 def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
-          expect: Callable[[Tensor, Tensor], str | None], like: Tensor,
+          expect: Callable[[Tensor, Tensor], str | None] | None, like: Tensor,
           first_extra: Callable[[Tensor, Tensor, Tensor], None] | None = None
           ) -> Callable[[Tensor, Tensor], Tensor]:
     """Count calls of ``fn``; check every output's type, shape and dtype, and the device (and
-    ``first_extra``) on the first call."""
-    first = [True]
+    ``first_extra``) on the first call. ``expect=None`` means "the state's shape" (the fast
+    path: one comparison per call)."""
+    n = counter.cells[slot]
     device = like.device
+    first = [True]
 
-    def field(t: Tensor, x: Tensor) -> Tensor:
-        setattr(counter, slot, getattr(counter, slot) + 1)
-        out = fn(t, x)
+    def check(t: Tensor, x: Tensor, out: Any) -> None:
         if not isinstance(out, Tensor):
             raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
                             f"{type(out).__name__}")
-        msg = expect(out, x)
+        msg = (expect or _same_shape)(out, x)
         if msg is None and out.dtype != x.dtype:
             msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
         if msg is not None:
@@ -273,7 +277,21 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
                                  f"state's device {device}")
             if first_extra is not None:
                 first_extra(t, x, out)
-        return out
+
+    if expect is None:
+        def field(t: Tensor, x: Tensor) -> Tensor:
+            n[0] += 1
+            out = fn(t, x)
+            if first[0] or type(out) is not Tensor or out.shape != x.shape or \
+                    out.dtype != x.dtype:
+                check(t, x, out)
+            return out
+    else:
+        def field(t: Tensor, x: Tensor) -> Tensor:
+            n[0] += 1
+            out = fn(t, x)
+            check(t, x, out)
+            return out
 
     return field
 
@@ -296,7 +314,7 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
         if not _signature_ok(u):
             raise TypeError("vector_field: expected a callable u(t, x) of two arguments (time "
                             "and state)")
-        uc = _wrap(u, "vector_field", counter, "u", _same_shape, x0)
+        uc = _wrap(u, "vector_field", counter, "u", None, x0)
         return Terms(p, u=uc, adaptive=adaptive), lambda: counter.stats(False), None
     f, g = p._fields()
     for nm, fn in (("drift", f), ("diffusion", g)):
@@ -327,7 +345,7 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
     extra = None
     if p.noise == "additive":
         def extra(t: Tensor, x: Tensor, out: Tensor) -> None:
-            counter.g += 1  # the probe is a call of g: counted
+            counter.add("g")  # the probe is a call of g: counted
             with torch.no_grad():
                 other = g(t, x.detach() * 1.5 + 0.5)
             if isinstance(other, Tensor) and other.shape == out.shape and not torch.allclose(
@@ -336,8 +354,8 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
                                  "but it changed with x; declare noise='diagonal' (or "
                                  "'scalar'/'general')")
 
-    fc = _wrap(f, "drift", counter, "f", _same_shape, x0)
-    gc = _wrap(g, "diffusion", counter, "g", general if p.noise == "general" else _same_shape,
+    fc = _wrap(f, "drift", counter, "f", None, x0)
+    gc = _wrap(g, "diffusion", counter, "g", general if p.noise == "general" else None,
                x0, extra)
     return (Terms(p, f=fc, g=gc, noise=p.noise, kind=p.kind, adaptive=adaptive, m=m),
             lambda: counter.stats(True), m)

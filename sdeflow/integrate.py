@@ -330,31 +330,50 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
     on_grid = set(grid)
     need_interp = plan.dense or bool(hooks) or (
         not plan.save_every and any(o not in on_grid for o in plan.outputs))
+    terms.dense = need_interp
+    # which steps end on something to save (no interpolation needed: a lookup per step)
+    if need_interp or plan.save_every:
+        save = [True] * (n + 1)
+    else:
+        outs = set(plan.outputs)
+        save = [g in outs for g in grid]
     step = solver.step
+    plain = not st.jumps and not hooks
     i = 0
     while i < n:
         j = min(n, i + st.block)
         nzs = noise.block(i, j) if noise is not None else None
         x_start, state_start, aj_start = x, state, after_jump
+        cols = [col[i:j].unbind(0) for col in st.cols]
+        one = len(cols) == 1
         for k in range(i, j):
             t = grid[k]
-            tt = st.times(k, after_jump)
+            if plain:
+                tt = (cols[0][k - i],) if one else tuple(c[k - i] for c in cols)
+            else:
+                tt = st.times(k, after_jump)
             res = step(terms, tt, t, hs[k], x, state, nzs[k - i] if nzs is not None else None)
-            t_new = grid[k + 1]
-            interp = make_interp(t, hs[k], x, res) if need_interp else None
             x_new = res.x
-            for hk in hooks:
-                y = hk.accepted(t, t_new, x, x_new, interp)  # type: ignore[arg-type]
-                if y is not None:
-                    x_new = y
-            rec.accepted(t_new, x_new, interp)
+            if not plain:
+                t_new = grid[k + 1]
+                interp = make_interp(t, hs[k], x, res) if need_interp else None
+                for hk in hooks:
+                    y = hk.accepted(t, t_new, x, x_new, interp)  # type: ignore[arg-type]
+                    if y is not None:
+                        x_new = y
+                rec.accepted(t_new, x_new, interp)
+                x, state = x_new, res.state
+                after_jump = t_new in st.jumps
+                if after_jump:
+                    state = solver.init(terms, t_new, x, hs[k])
+                if hooks and any(hk.stop() for hk in hooks):
+                    stats["accepted"] = k + 1
+                    return finish("success" if k + 1 == n else "event", t_new, x)
+                continue
+            if save[k + 1]:
+                rec.accepted(grid[k + 1], x_new,
+                             make_interp(t, hs[k], x, res) if need_interp else None)
             x, state = x_new, res.state
-            after_jump = t_new in st.jumps
-            if after_jump:
-                state = solver.init(terms, t_new, x, hs[k])
-            if hooks and any(hk.stop() for hk in hooks):
-                stats["accepted"] = k + 1
-                return finish("success" if k + 1 == n else "event", t_new, x)
         if not bool(torch.isfinite(x).all()):
             k_bad = _locate_nonfinite(terms, solver, st, x_start, state_start, aj_start, i, j,
                                       nzs)

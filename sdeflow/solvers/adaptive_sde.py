@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import Capabilities, Noise, Solver, StepResult, Terms
+from .registry import resolve
 from .sde import EulerMaruyama, Milstein, StochasticHeun
 
 Tensor = torch.Tensor
@@ -72,8 +73,6 @@ class StepDoubling(Solver, register=False):
                 raise ValueError("base: expected a fixed-step SDE scheme (a name or instance)")
             base = self.base_cls()
         elif isinstance(base, str):
-            from .registry import resolve  # noqa: PLC0415  (the registry imports this module)
-
             base = resolve(base)
         if (not isinstance(base, Solver) or not base.caps.sde or isinstance(base, StepDoubling)
                 or base.noise_points != (0.0, 1.0)):

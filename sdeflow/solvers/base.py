@@ -17,7 +17,8 @@ integral ``I = int_t^{t+h} (W_r - W_t) dr``) for SDE solvers, or -- for solvers 
 ``noise_points`` subdivide the step -- a list of such tuples, one per sub-interval.
 
 Subclassing registers a solver: ``class MySolver(Solver, name="my_solver")`` makes it
-available as ``solve(..., solver="my_solver")``; ``register=False`` opts out.
+available as ``solve(..., solver="my_solver")`` (a plain ``name = ...`` attribute does not
+register; pass the class or an instance instead).
 """
 
 from __future__ import annotations
@@ -134,10 +135,12 @@ class Terms:
         noise, kind: the SDE's noise type and kind (``None`` for ODEs).
         problem: the user's problem object (for optional extras such as a Jacobian).
         adaptive: whether the loop wants an error estimate from each step.
+        dense: whether the loop may build interpolants of the steps (``False``: a solver may
+            skip keeping dense-output data).
         m: the Brownian dimension of general noise (``None`` otherwise).
     """
 
-    __slots__ = ("u", "f", "g", "noise", "kind", "problem", "adaptive", "m")
+    __slots__ = ("u", "f", "g", "noise", "kind", "problem", "adaptive", "m", "dense")
 
     def __init__(self, problem: Any, u: Field | None = None, f: Field | None = None,
                  g: Field | None = None, noise: str | None = None, kind: str | None = None,
@@ -146,13 +149,14 @@ class Terms:
         self.noise, self.kind = noise, kind
         self.adaptive = adaptive  # the loop wants an error estimate from each step
         self.m = m  # Brownian dimension (general noise)
+        self.dense = True  # the loop may ask for interpolants (False: skip dense data)
 
 
 class Solver:
     """Base class of every solver. Subclasses set ``caps`` and implement ``step``.
 
-    Class keywords: ``name=`` (registry key; also settable as a class attribute) and
-    ``register=False`` to keep a class (e.g. an abstract engine) out of the registry.
+    Class keywords: ``name=`` registers the class under that name (a ``name`` class attribute
+    alone does not register), and ``register=False`` names it without registering.
     """
 
     name: ClassVar[str] = ""
@@ -166,8 +170,8 @@ class Solver:
         super().__init_subclass__(**kwargs)
         if name is not None:
             cls.name = name
-        if register and "name" in cls.__dict__ and cls.name:
-            REGISTRY[cls.name] = cls
+            if register:
+                REGISTRY[name] = cls
 
     # ------------------------------------------------------------------------ the protocol
     def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:

@@ -186,6 +186,8 @@ class RungeKutta(Solver, register=False):
             k1 = u(tt[0], x) if k0 is None else k0  # type: ignore[misc]
             (_, w), = self._b
             x_new = torch.add(x, k1, alpha=w * h)
+            if not terms.dense:
+                return StepResult(x_new, None, None, None)
             slope = Slope(u, x_new)  # type: ignore[arg-type]
             return StepResult(x_new, None, ([k1], slope), slope)
         if not want_err:
@@ -194,6 +196,8 @@ class RungeKutta(Solver, register=False):
             x_new = x_last if chain else self.combine(x, k, h, self._b)
             if chain:
                 return StepResult(x_new, None, (k, None), k[-1])
+            if not terms.dense:
+                return StepResult(x_new, None, None, None)
             slope = Slope(u, x_new)  # type: ignore[arg-type]
             return StepResult(x_new, None, (k, slope), slope)
         k, x_last = self._stages(u, tt, x, h, k0, None)  # type: ignore[arg-type]

@@ -16,34 +16,28 @@ from hypothesis import strategies as st
 import sdeflow as sf
 import sdeflow.testing as sft
 from sdeflow import analytic as an
-from sdeflow.solvers import ButcherTableau, RungeKutta, SDESolver
+from sdeflow.solvers import ButcherTableau, Capabilities, RungeKutta, Solver, StepResult
 
 F64 = torch.float64
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
 
 
 # ------------------------------------------------------------------------------ user solvers
-class UserEM(SDESolver):
-    """A user's Euler--Maruyama for elementwise noise: x + h f + g dW."""
+class UserEM(Solver):
+    """A user's Euler--Maruyama for elementwise noise: x + h f + g dW (the solver protocol:
+    capabilities plus ``step``)."""
 
     name = "user_em"
-    strong_order = 0.5
-    weak_order = 1.0
-    noise_types = ("diagonal", "additive")
-    kinds = ("ito",)
+    caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "additive"),
+                        kinds=("ito",), strong_order={"diagonal": 0.5, "additive": 0.5},
+                        weak_order={"diagonal": 1.0, "additive": 1.0})
     c = (0.0,)
     noise_scale = 1.0
 
-    def evals_per_step(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def build(self, f, g, noise):  # type: ignore[no-untyped-def]
-        scale = self.noise_scale
-
-        def step(tt, x, h, nz):  # type: ignore[no-untyped-def]
-            return x + h * f(tt[0], x) + scale * g(tt[0], x) * nz[0]
-
-        return step
+    def step(self, terms, tt, t, h, x, state, noise):  # type: ignore[no-untyped-def]
+        f, g = terms.f, terms.g
+        x_new = x + h * f(tt[0], x) + self.noise_scale * g(tt[0], x) * noise[0]
+        return StepResult(x_new, None, None, None)
 
 
 class BrokenEM(UserEM):
