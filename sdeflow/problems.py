@@ -22,6 +22,7 @@ Either pass callables or subclass and override the methods.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -31,6 +32,19 @@ Field = Callable[[Tensor, Tensor], Tensor]
 
 NOISE_TYPES = ("diagonal", "scalar", "additive", "general")
 SDE_KINDS = ("ito", "stratonovich")
+
+
+def _two_args(fn: Callable[..., Tensor], name: str) -> None:
+    """``fn`` must accept ``(t, x)``; a one-argument ``lambda x: ...`` is a clear error."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        sig.bind(0, 0)
+    except TypeError:
+        raise TypeError(f"{name}: expected a callable {name}(t, x) of two arguments (time and "
+                        f"state), got one with signature {sig}") from None
 
 
 class ODE:
@@ -50,6 +64,7 @@ class ODE:
                 raise TypeError(
                     f"vector_field: expected a callable u(t, x), got {type(vector_field).__name__}"
                 )
+            _two_args(vector_field, "vector_field")
             self._u = vector_field
         elif type(self).vector_field is ODE.vector_field:
             raise TypeError(
@@ -96,6 +111,7 @@ class SDE:
                     raise TypeError(
                         f"{name}: expected a callable {name}(t, x), got {type(fn).__name__}"
                     )
+                _two_args(fn, name)
                 setattr(self, "_" + name, fn)
             elif getattr(type(self), method) is getattr(SDE, method):
                 raise TypeError(
