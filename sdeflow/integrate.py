@@ -437,6 +437,11 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     norm = st.norm
     with torch.no_grad():
         ax = norm.scale(x0.detach())
+    # two scale buffers used in turn and one for the tolerance: the norm allocates nothing
+    blas = x0.dtype in (torch.float32, torch.float64) and x0.numel() > 0
+    sbufs = [torch.empty_like(x0), torch.empty_like(x0)] if blas else None
+    tolbuf = torch.empty_like(x0) if blas else None
+    cur = 0
     state = solver.init(terms, t, x0, st.direction * st.h_abs)
     if state is None and solver.caps.fsal:
         # an FSAL solver's state is the slope u(t, x) at the step's start
@@ -454,7 +459,8 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
         res = solver.step(terms, tt, t, h, x, state, nz)
         with torch.no_grad():
             # the error estimate is the loop's to overwrite (StepResult.err)
-            v, ax_new = norm.measure(res.err.detach(), ax, res.x.detach())  # type: ignore[union-attr]
+            bufs = None if sbufs is None else (sbufs[cur], tolbuf)
+            v, ax_new = norm.measure(res.err.detach(), ax, res.x.detach(), bufs)  # type: ignore[union-attr,arg-type]
         err = norm.value(v.item())
         if st.judge(err, h, landed):
             accepted += 1
@@ -466,6 +472,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
                     x_new = y
             rec.accepted(t_new, x_new, interp)
             t, x, ax, state = t_new, x_new, ax_new, res.state
+            cur ^= 1
             after_jump = at_jump
             if at_jump:
                 state = solver.init(terms, t, x, h)

@@ -166,6 +166,49 @@ class RungeKutta(Solver, register=False):
             k.append(u(tt[cidx[i]], xi))
         return k, xi
 
+    def _workspace(self, x: Tensor) -> _Workspace:
+        key = (x.shape, x.dtype, x.device)
+        ws = self.__dict__.get("_ws")
+        if ws is None or ws.key != key:
+            ws = self._ws = _Workspace(key, self.tableau, x)
+        return ws
+
+    def _fused_step(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
+                    k0: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor] | None:
+        """One embedded step with the stages stacked in one ``[s, N]`` buffer (docs/math.md
+        §4.2): stage ``i``'s input is one matrix-vector product ``x + h K[:i]^T a_i`` into a
+        reused buffer, and the error ``h K^T b_err`` one more; no allocation besides the
+        field's own outputs and ``x_new``. Only without autograd (``None`` when a field's
+        output needs gradients: the caller takes the plain path)."""
+        ws = self._workspace(x)
+        tab, cidx = self.tableau, self._cidx
+        s = tab.stages
+        kbuf, xf = ws.k, x.reshape(-1)
+        k: list[Tensor] = []
+        x_new = x
+        for i in range(s):
+            if i == 0 and k0 is not None:
+                ki = k0
+            else:
+                if i == 0:
+                    xi = x
+                else:
+                    last = i == s - 1 and tab.fsal
+                    out = None if last else ws.stage[i]
+                    flat = torch.addmv(xf, kbuf[:i].T, ws.a[i], alpha=h, out=out)
+                    xi = flat.view(x.shape)
+                    if last:
+                        x_new = xi
+                ki = u(tt[cidx[i]], xi)
+            if ki.requires_grad:
+                return None
+            kbuf[i].copy_(ki.reshape(-1))
+            k.append(ki)
+        if not tab.fsal:
+            x_new = torch.addmv(xf, kbuf.T, ws.b, alpha=h).view(x.shape)
+        err = torch.mv(kbuf.T, ws.e, out=ws.err).mul_(h).view(x.shape)
+        return k, x_new, err
+
     @staticmethod
     def combine(x: Tensor, k: Sequence[Tensor], h: float,
                 terms: Sequence[tuple[int, float]]) -> Tensor:
@@ -200,6 +243,15 @@ class RungeKutta(Solver, register=False):
                 return StepResult(x_new, None, None, None)
             slope = Slope(u, x_new)  # type: ignore[arg-type]
             return StepResult(x_new, None, (k, slope), slope)
+        if (x.is_contiguous() and x.numel() > FUSE_MIN and not x.requires_grad
+                and x.dtype in (torch.float32, torch.float64)):
+            fused = self._fused_step(u, tt, x, h, k0)  # type: ignore[arg-type]
+            if fused is not None:
+                k, x_new, err = fused
+                if fsal:
+                    return StepResult(x_new, err, (k, None), k[-1])
+                slope = Slope(u, x_new)  # type: ignore[arg-type]
+                return StepResult(x_new, err, (k, slope), slope)
         k, x_last = self._stages(u, tt, x, h, k0, None)  # type: ignore[arg-type]
         x_new = x_last if fsal else self.combine(x, k, h, self._b)
         j, w = self._err[0]  # type: ignore[index]
@@ -222,6 +274,31 @@ class RungeKutta(Solver, register=False):
                                                         device=x1.device)))
         f1 = k[-1] if self.tableau.fsal and len(k) == self.tableau.stages else None
         return Hermite.from_field(terms.u, t, h, x0, x1, k[0], f1)
+
+
+FUSE_MIN = 4096  # states with more elements take the fused (stacked-stage) adaptive step
+
+
+class _Workspace:
+    """Buffers of the fused adaptive step for one state shape/dtype/device: the stacked
+    stages ``k [s, N]``, stage inputs, the error, and the coefficient vectors as tensors.
+    (A solver instance keeps one; do not share an instance between threads.)"""
+
+    def __init__(self, key: Any, tab: ButcherTableau, x: Tensor) -> None:
+        self.key = key
+        s, n = tab.stages, x.numel()
+        opts = dict(dtype=x.dtype, device=x.device)
+        self.k = torch.empty((s, n), **opts)  # type: ignore[arg-type]
+        self.stage = [torch.empty(n, **opts) for _ in range(s)]  # type: ignore[arg-type]
+        self.err = torch.empty(n, **opts)  # type: ignore[arg-type]
+
+        def vec(row: Sequence[float], m: int) -> Tensor:
+            v = list(row) + [0.0] * (m - len(row))
+            return torch.tensor(v[:m], dtype=torch.float64).to(**opts)  # type: ignore[arg-type]
+
+        self.a = [None] + [vec(tab.a[i], i) for i in range(1, s)]
+        self.b = vec(tab.b, s)
+        self.e = vec(tab.b_err or [0.0] * s, s)
 
 
 class Slope:
