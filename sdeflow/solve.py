@@ -120,7 +120,7 @@ def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any,
     is_sde = isinstance(problem, SDE)
     ck.state(x0, is_sde)
     t0, t1, outputs = ck.times(t_span, ts, x0)
-    ctrl, adaptive = _controller(steps, dt, rtol, atol, controller, solver)
+    ctrl, adaptive = _controller(steps, dt, rtol, atol, controller, solver, is_sde)
     plan = Plan(t0, t1, outputs, save_every=ck.flag(save_all, "save_all") and ts is None,
                 dense=ck.flag(dense, "dense"), on_failure=ck.choice(
                     on_failure, "on_failure", ("raise", "return")),
@@ -192,8 +192,14 @@ def _owned_path(shape: tuple[int, ...], lo: float, hi: float, seed: int | None,
     return BrownianPath(shape, t0=lo, t1=hi, seed=seed, dtype=like.dtype, device=like.device)
 
 
-def _controller(steps: Any, dt: Any, rtol: Any, atol: Any, controller: Any, solver: Any
-                ) -> tuple[Any, bool]:
+def _default_controller(is_sde: bool) -> PIController:
+    """I-control for ODEs (as scipy, torchdiffeq, diffrax); PI gains 0.7/0.4 for SDEs, whose
+    step-doubling error estimates are noisy (fewer rejected attempts: docs/adaptive.md)."""
+    return PIController(beta1=0.7, beta2=0.4) if is_sde else PIController()
+
+
+def _controller(steps: Any, dt: Any, rtol: Any, atol: Any, controller: Any, solver: Any,
+                is_sde: bool = False) -> tuple[Any, bool]:
     """The controller and whether the solve is adaptive (step sugar checked here)."""
     tol = rtol is not None or atol is not None
     if steps is not None and dt is not None:
@@ -223,15 +229,15 @@ def _controller(steps: Any, dt: Any, rtol: Any, atol: Any, controller: Any, solv
         for name, v in (("rtol", rtol), ("atol", atol)):
             if v is not None:
                 ck.tolerance(v, name)
-        return PIController(), True
+        return _default_controller(is_sde), True
     spec = solver
     cls = get(spec) if isinstance(spec, str) else (
         spec if isinstance(spec, type) else type(spec) if spec is not None else None)
     if cls is not None and isinstance(cls, type) and issubclass(cls, Solver) and \
             cls.caps.adaptive:
-        return PIController(), True
+        return _default_controller(is_sde), True
     if isinstance(spec, Solver) and spec.caps.adaptive:
-        return PIController(), True
+        return _default_controller(is_sde), True
     raise ValueError("steps, dt: expected a step argument (steps or dt), or rtol/atol for an "
                      "adaptive solve")
 

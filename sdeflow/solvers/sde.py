@@ -57,8 +57,9 @@ class Milstein(Solver, name="milstein"):
 
     * ``"finite_difference"`` (default, derivative-free, Kloeden--Platen):
       ``L ~ (g(x + g sqrt|h|) - g(x)) / sqrt|h|`` (1 extra diffusion call per step);
-    * ``"autograd"``: ``L = J_g g`` exactly by a Jacobian-vector product; parameter gradients
-      flow through it whenever autograd is enabled. Not usable under ``torch.inference_mode``
+    * ``"autograd"``: ``L = J_g g`` exactly by a Jacobian-vector product on the step's one call
+      of ``g`` (plus one probe call per solve); parameter gradients flow through it whenever
+      autograd is enabled. Not usable under ``torch.inference_mode``
       (use ``torch.no_grad()`` or the finite difference there).
 
     On a Stratonovich problem ``solve`` uses :class:`MilsteinStratonovich` with the same
@@ -99,10 +100,19 @@ class Milstein(Solver, name="milstein"):
              state: Any, noise: Noise) -> StepResult:
         f, g = terms.f, terms.g
         t0, dw = tt[0], noise[0]  # type: ignore[index]
-        gx = g(t0, x)  # type: ignore[misc]
         ah = abs(h)
+        new_state = state
         if self.derivative == "autograd":
-            lg = _jvp(g, t0, x, gx)  # type: ignore[arg-type]
+            if state is None:
+                # once per solve: does g carry trainable parameters? (then its output keeps a
+                # graph; otherwise the private leaf of the JVP must not leak into x_new)
+                with torch.enable_grad():
+                    new_state = bool(g(t0, x.detach()).requires_grad)  # type: ignore[misc]
+            gx, lg = _g_and_jvp(g, t0, x, keep_graph=new_state or x.requires_grad)  # type: ignore[arg-type]
+        else:
+            gx = g(t0, x)  # type: ignore[misc]
+        if self.derivative == "autograd":
+            pass
         elif self.ito:
             s = math.sqrt(ah)
             lg = (g(t0, torch.add(x, gx, alpha=s)) - gx) / s  # type: ignore[misc]
@@ -113,29 +123,36 @@ class Milstein(Solver, name="milstein"):
         sq = dw * dw
         corr = sq - ah if self.ito else sq
         x_new = torch.add(x, f(t0, x), alpha=h).addcmul_(gx, dw).addcmul_(lg, corr, value=0.5)  # type: ignore[misc]
-        return StepResult(x_new, None, None, None)
+        return StepResult(x_new, None, None, new_state)
 
 
-def _jvp(g: Field, t: Tensor, x: Tensor, v: Tensor) -> Tensor:
-    """``J_g(x) v`` by the double-vjp trick (docs/math.md §6).
+def _g_and_jvp(g: Field, t: Tensor, x: Tensor, keep_graph: bool = True
+               ) -> tuple[Tensor, Tensor]:
+    """``(g(t, x), J_g(x) g(t, x))`` from one call of ``g``, by the double-vjp trick
+    (docs/math.md §6).
 
-    The graph is kept whenever autograd is enabled, so gradients reach ``x`` and the diffusion's
+    The graph is kept whenever autograd is enabled and ``keep_graph`` (the diffusion has
+    trainable parameters, or ``x`` requires grad), so gradients reach ``x`` and the diffusion's
     parameters even when ``x`` itself does not require grad; a diffusion that does not depend on
     ``x`` (additive noise) has ``J_g = 0``.
     """
-    keep = torch.is_grad_enabled()
+    keep = torch.is_grad_enabled() and keep_graph
     with torch.enable_grad():
         xr = x if x.requires_grad else x.detach().requires_grad_(True)
         gx = g(t, xr)
         if not gx.requires_grad:
-            return torch.zeros_like(v)
+            return gx, torch.zeros_like(gx)
         u = torch.zeros_like(gx, requires_grad=True)
         (vjp,) = torch.autograd.grad(gx, xr, grad_outputs=u, create_graph=True,
                                      allow_unused=True)
         if vjp is None or not vjp.requires_grad:
-            return torch.zeros_like(v)
-        (jv,) = torch.autograd.grad(vjp, u, grad_outputs=v, create_graph=keep)
-    return jv if keep else jv.detach()
+            jv = torch.zeros_like(gx)
+        else:
+            (jv,) = torch.autograd.grad(vjp, u, grad_outputs=gx.detach() if not keep else gx,
+                                        create_graph=keep)
+    if keep:
+        return gx, jv
+    return gx.detach(), jv.detach()
 
 
 class StochasticHeun(Solver, name="stochastic_heun"):
