@@ -176,3 +176,38 @@ def test_sde_solves_still_step_onto_ts() -> None:
                    steps=10, brownian=bm)
     assert sol.stats["steps"] == 11  # 10 steps plus the interior output time off the grid
     assert torch.equal(sol.ts, ts)
+
+
+def test_fused_adaptive_step_equals_the_plain_engine() -> None:
+    """Large states take the stacked-stage step (no autograd); with x0 requiring grad the
+    plain engine runs: the two agree to rounding, step for step."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3000, 2, dtype=F64, generator=g)  # 6,000 elements: fused
+    a = sf.solve(linear(), x0, (0.0, 2.0), solver="dopri5", rtol=1e-7, atol=1e-9)
+    b = sf.solve(linear(), x0.clone().requires_grad_(), (0.0, 2.0), solver="dopri5",
+                 rtol=1e-7, atol=1e-9)
+    assert a.stats == b.stats
+    assert torch.allclose(a.x_final, b.x_final.detach(), rtol=1e-13, atol=1e-13)
+    assert float((a.x_final - exact(2.0, x0)).abs().max()) < 1e-6
+
+
+def test_fixed_nonfinite_returns_the_partial_solution() -> None:
+    blow = sf.ODE(lambda t, x: x * x)  # x' = x^2 from 1 blows up at t = 1
+    with pytest.raises(sf.NonFiniteError, match="non-finite at t="):
+        sf.solve(blow, torch.ones(1, dtype=F64), (0.0, 2.0), solver="euler", steps=2000)
+    sol = sf.solve(blow, torch.ones(1, dtype=F64), (0.0, 2.0), solver="euler", steps=2000,
+                   on_failure="return")
+    assert sol.status == "nonfinite" and bool(torch.isfinite(sol.ys).all())
+    assert 1.0 < sol.t_reached < 2.0
+
+
+def test_pid_gain_changes_the_step_sequence_and_is_validated() -> None:
+    x0 = torch.tensor([1.0, 0.0], dtype=F64)
+    pi = sf.solve(linear(), x0, (0.0, 5.0), controller=sf.PIController(rtol=1e-6, atol=1e-8,
+                                                                       beta1=0.7, beta2=0.4))
+    pid = sf.solve(linear(), x0, (0.0, 5.0), controller=sf.PIController(
+        rtol=1e-6, atol=1e-8, beta1=0.7, beta2=0.4, beta3=0.1))
+    assert pi.stats["steps"] != pid.stats["steps"] or not torch.equal(pi.x_final, pid.x_final)
+    assert float((pid.x_final - exact(5.0, x0)).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="beta3"):
+        sf.PIController(beta3=-0.1)
