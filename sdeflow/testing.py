@@ -37,8 +37,13 @@ from typing import Any
 
 import torch
 
-from . import analytic as _an
-from . import verify as _verify
+from .verify import moment_checks as _vmoments
+from .verify import ode as _vode
+from .verify import references as _an
+from .verify import sde_order as _vsde
+from .verify.arguments import _solver_info
+from .verify.results import MomentsResult, OrderResult
+from .verify.suite import _fits, default_suite
 
 Tensor = torch.Tensor
 Range = tuple[float, float]
@@ -181,7 +186,7 @@ def gbms(mu: Range = (-1.0, 1.0), sigma: Range = (0.1, 1.0)) -> Any:
 # ----------------------------------------------------------------------------- assertions
 def _describe(res: Any) -> str:
     lines = [str(res)]
-    if isinstance(res, _verify.OrderResult):
+    if isinstance(res, OrderResult):
         lines.append("  dt      error      std.err")
         for h, e, s in zip(res.dts, res.errors, res.std_errors):
             lines.append(f"  {h:<7.4g} {e:<10.4g} {s:.3g}")
@@ -205,7 +210,7 @@ def assert_order(
     expected: float | None = None,
     tolerance: float = 0.15,
     **kwargs: Any,
-) -> _verify.OrderResult:
+) -> OrderResult:
     """Assert that ``solver`` converges at its order on an exact solution.
 
     Args:
@@ -225,27 +230,27 @@ def assert_order(
     Returns:
         the :class:`~sdeflow.verify.OrderResult`; raises ``AssertionError`` if it did not pass.
     """
-    inst, _ = _verify._solver_info(solver)
+    inst, _ = _solver_info(solver)
     if not getattr(inst, "is_sde", False):
-        res: Any = _verify.ode_order(inst, reference, expected=expected, tolerance=tolerance,
+        res: Any = _vode.ode_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
     else:
         mode = "strong" if mode is None else mode
-        cfg = _verify.default_suite()
+        cfg = default_suite()
         if mode == "strong":
             if reference is None:
-                key = "gbm" if _verify._fits(inst, cfg["gbm"]) else "additive"
+                key = "gbm" if _fits(inst, cfg["gbm"]) else "additive"
                 reference = cfg[key]
                 kwargs.setdefault("dts", cfg[key + "_dts"])
                 kwargs.setdefault("n_paths", cfg[key + "_paths"])
-            res = _verify.strong_order(inst, reference, expected=expected, tolerance=tolerance,
+            res = _vsde.strong_order(inst, reference, expected=expected, tolerance=tolerance,
                                        **kwargs)
         elif mode == "weak":
             if reference is None:
                 reference = cfg["gbm_weak"]
                 kwargs.setdefault("dts", cfg["weak_dts"])
                 kwargs.setdefault("n_paths", cfg["weak_paths"])
-            res = _verify.weak_order(inst, reference, expected=expected, tolerance=tolerance,
+            res = _vsde.weak_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
         else:
             raise ValueError(f"mode: expected 'strong' or 'weak', got {mode!r}")
@@ -262,7 +267,7 @@ def assert_moments(
     min_p_value: float | None = None,
     bias: Any = "auto",
     **kwargs: Any,
-) -> _verify.MomentsResult:
+) -> MomentsResult:
     """Assert that Monte Carlo mean and covariance match the moment equations.
 
     Args:
@@ -283,10 +288,10 @@ def assert_moments(
     Returns:
         the :class:`~sdeflow.verify.MomentsResult`; raises ``AssertionError`` if it did not pass.
     """
-    inst, _ = _verify._solver_info(solver)
+    inst, _ = _solver_info(solver)
     if reference is None:
-        lin = _verify.default_suite()["linear"]
-        if not _verify._fits(inst, lin):
+        lin = default_suite()["linear"]
+        if not _fits(inst, lin):
             lin = _an.LinearSDE(lin.A, lin.a, torch.diagonal(lin.B_matrix).clone())
         reference = lin
     if isinstance(bias, str) and bias == "auto":
@@ -297,14 +302,14 @@ def assert_moments(
         # equations: check that first (exact, no Monte Carlo)
         n = kwargs.get("steps", 64)
         x0 = kwargs.get("x0")
-        conv = _verify.bias_order(inst, reference, (n, 2 * n, 4 * n, 8 * n),
+        conv = _vmoments.bias_order(inst, reference, (n, 2 * n, 4 * n, 8 * n),
                                   t1=kwargs.get("t1", 1.0),
                                   x0=None if x0 is None else x0.to(torch.float64).cpu())
         if not conv.passed:
             raise AssertionError(
                 "moment check failed: the scheme's exact discrete moments do not converge to "
                 "the moment equations at its weak order:\n" + _describe(conv))
-    res = _verify.moments(inst, reference, n_sigma=n_sigma, bias=bias, **kwargs)
+    res = _vmoments.moments(inst, reference, n_sigma=n_sigma, bias=bias, **kwargs)
     ok = res.passed and (min_p_value is None or res.p_value >= min_p_value)
     if not ok:
         extra = "" if min_p_value is None else f" (required p >= {min_p_value:g})"
