@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -78,19 +79,36 @@ def _dims(dim: int | tuple[int, int], name: str = "dim") -> Any:
         lo, hi = dim
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected an int or a (min, max) pair, got {dim!r}") from None
-    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+    if not (isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool)
+            and not isinstance(hi, bool) and 1 <= lo <= hi):
         raise ValueError(f"{name}: expected 1 <= min <= max, got {dim!r}")
     return st.integers(lo, hi)
 
 
-def _floats(rng: Range, name: str) -> Any:
-    st = _st()
+def _bounds(rng: Range, name: str, *, lower: float | None = None,
+            strict: bool = False) -> tuple[float, float]:
+    """``(lo, hi)`` finite numbers with ``lo <= hi`` (and ``lo > lower`` / ``>= lower``)."""
+    if isinstance(rng, (str, bytes)):
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}")
     try:
-        lo, hi = (float(v) for v in rng)
+        lo, hi = rng
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a (min, max) pair, got {rng!r}") from None
-    if not lo <= hi:
-        raise ValueError(f"{name}: expected min <= max, got {rng!r}")
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (lo, hi)):
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name}: expected finite bounds with min <= max, got {rng!r}")
+    if lower is not None and (lo <= lower if strict else lo < lower):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{name}: expected a lower bound {rel} {lower:g}, got {rng!r}")
+    return lo, hi
+
+
+def _floats(rng: Range, name: str, *, lower: float | None = None, strict: bool = False) -> Any:
+    """A float strategy on ``rng``, checked here (not when hypothesis first draws)."""
+    st = _st()
+    lo, hi = _bounds(rng, name, lower=lower, strict=strict)
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
 
 
@@ -110,9 +128,8 @@ def stable_matrices(dim: int | tuple[int, int] = (1, 4), decay: Range = (0.1, 1.
     ``Re lambda(A) <= -c`` and ``|expm(tA)|_2 <= e^{-ct}``; ``|A|_2 <= w d + d/2 + c``.
     """
     st = _st()
-    if not float(decay[0]) > 0:
-        raise ValueError(f"decay: expected a positive lower bound, got {decay!r}")
-    c_st, w_st = _floats(decay, "decay"), _floats(rotation, "rotation")
+    c_st = _floats(decay, "decay", lower=0.0, strict=True)
+    w_st = _floats(rotation, "rotation")
     dims = _dims(dim)
 
     @st.composite
@@ -135,11 +152,10 @@ def ou_processes(theta: Range = (0.2, 3.0), sigma: Range = (0.1, 2.0), mu: Range
                  dim: int | tuple[int, int] = 1) -> Any:
     """Strategy for :class:`~sdeflow.analytic.OrnsteinUhlenbeck` (``theta > 0``)."""
     st = _st()
-    if not float(theta[0]) > 0:
-        raise ValueError(f"theta: expected a positive lower bound, got {theta!r}")
     return st.builds(
         lambda th, sg, m, d: _an.OrnsteinUhlenbeck(th, sg, m, dim=d),
-        _floats(theta, "theta"), _floats(sigma, "sigma"), _floats(mu, "mu"), _dims(dim),
+        _floats(theta, "theta", lower=0.0, strict=True), _floats(sigma, "sigma", lower=0.0),
+        _floats(mu, "mu"), _dims(dim),
     )
 
 
@@ -154,17 +170,23 @@ def linear_sdes(dim: int | tuple[int, int] = (1, 3), noise: str | tuple[str, ...
     ``"general"`` (``m`` Brownian motions).
     """
     st = _st()
+    if not isinstance(noise, (str, tuple, list)):
+        raise ValueError(f"noise: expected 'additive', 'general' or a tuple of them, got "
+                         f"{noise!r}")
     kinds = (noise,) if isinstance(noise, str) else tuple(noise)
+    if not kinds:
+        raise ValueError("noise: expected at least one of 'additive', 'general', got ()")
     for k in kinds:
         if k not in ("additive", "general"):
             raise ValueError(f"noise: expected 'additive' and/or 'general', got {k!r}")
-    mag = _floats(scale, "scale")
+    mag = _floats(scale, "scale", lower=0.0)
     sign = st.sampled_from((-1.0, 1.0))
     ms = _dims(m, "m")
+    mats = stable_matrices(dim, decay, rotation)  # checks dim, decay, rotation now
 
     @st.composite
     def build(draw: Any) -> _an.LinearSDE:
-        a_mat = draw(stable_matrices(dim, decay, rotation))
+        a_mat = draw(mats)
         d = a_mat.shape[0]
         a = draw(st.lists(st.floats(-1, 1, allow_nan=False), min_size=d, max_size=d))
         kind = draw(st.sampled_from(kinds))
@@ -180,7 +202,8 @@ def linear_sdes(dim: int | tuple[int, int] = (1, 3), noise: str | tuple[str, ...
 def gbms(mu: Range = (-1.0, 1.0), sigma: Range = (0.1, 1.0)) -> Any:
     """Strategy for :class:`~sdeflow.analytic.GeometricBrownianMotion`."""
     st = _st()
-    return st.builds(_an.GeometricBrownianMotion, _floats(mu, "mu"), _floats(sigma, "sigma"))
+    return st.builds(_an.GeometricBrownianMotion, _floats(mu, "mu"),
+                     _floats(sigma, "sigma", lower=0.0))
 
 
 # ----------------------------------------------------------------------------- assertions
@@ -231,6 +254,8 @@ def assert_order(
         the :class:`~sdeflow.verify.OrderResult`; raises ``AssertionError`` if it did not pass.
     """
     inst, _ = _solver_info(solver)
+    if mode is not None and mode not in ("strong", "weak"):
+        raise ValueError(f"mode: expected 'strong' or 'weak', got {mode!r}")
     if not getattr(inst, "is_sde", False):
         res: Any = _vode.ode_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
@@ -278,7 +303,7 @@ def assert_moments(
         min_p_value: if given, also require the Wald chi-square p-value ``>= min_p_value``.
         bias: ``"auto"`` (default) -- the scheme's exact bias
             (:func:`sdeflow.verify.discrete_moments`) when the reference is linear and the
-            solver exposes a step function, else none. With a scheme bias the helper first
+            solver is a fixed-step SDE solver, else none. With a scheme bias the helper first
             checks (:func:`sdeflow.verify.bias_order`, exact) that the scheme's discrete moments
             converge to the moment equations at its weak order: otherwise a wrong but
             self-consistent scheme would pass;
@@ -289,6 +314,11 @@ def assert_moments(
         the :class:`~sdeflow.verify.MomentsResult`; raises ``AssertionError`` if it did not pass.
     """
     inst, _ = _solver_info(solver)
+    if min_p_value is not None and (isinstance(min_p_value, bool)
+                                    or not isinstance(min_p_value, (int, float))
+                                    or not 0 <= min_p_value < 1):
+        raise ValueError(f"min_p_value: expected None or a number in [0, 1), got "
+                         f"{min_p_value!r}")
     if reference is None:
         lin = default_suite()["linear"]
         if not _fits(inst, lin):
@@ -296,7 +326,8 @@ def assert_moments(
         reference = lin
     if isinstance(bias, str) and bias == "auto":
         linear = isinstance(reference, (_an.LinearSDE, _an.OrnsteinUhlenbeck))
-        bias = "scheme" if linear and hasattr(inst, "build") else None
+        fixed_step = getattr(inst, "is_sde", False) and not getattr(inst, "adaptive", False)
+        bias = "scheme" if linear and fixed_step else None
     if isinstance(bias, str) and bias == "scheme":
         # the scheme's own recursion is only a fair target if it converges to the moment
         # equations: check that first (exact, no Monte Carlo)
