@@ -278,7 +278,7 @@ def sde_cases(cfg: Config, dtype: torch.dtype = torch.float32) -> list[SDECase]:
 
 def ou_exact_path(theta: float, sigma: float
                   ) -> Callable[[Tensor, Tensor, Tensor, float], Tensor]:
-    """OU's ``X_T`` from the path on a grid of equal steps ``h`` (MATH.md §3).
+    """OU's ``X_T`` from the path on a grid of equal steps ``h`` (docs/math.md §8.3).
 
     ``X_T = e^{-theta T} x0 + sigma int_0^T e^{-theta (T - s)} dW_s``; on each step
     ``int e^{-theta (t + h - s)} dW_s = dW - theta I + O(h^2.5)`` with ``I = int (W_s - W_t) ds``

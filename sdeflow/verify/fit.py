@@ -28,7 +28,7 @@ def _slope_weights(dts: Sequence[float]) -> Tensor:
 
 
 def fit_order(dts: Sequence[float], errors: Sequence[float]) -> float:
-    """Least-squares slope of ``log(errors)`` on ``log(dts)`` (MATH.md §2)."""
+    """Least-squares slope of ``log(errors)`` on ``log(dts)`` (docs/math.md §10.4)."""
     if len(dts) != len(errors) or len(dts) < 2:
         raise ValueError("dts, errors: expected two sequences of equal length >= 2")
     e = torch.tensor(list(errors), dtype=_F64)

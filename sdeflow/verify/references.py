@@ -1,4 +1,6 @@
-"""Problems with exact solutions and exact moments: the ground truth of verification (MATH.md §3).
+"""Problems with exact solutions and exact moments: the ground truth of verification.
+
+The formulas are docs/math.md §8 (and §9 for moments).
 
 Every class here wraps one differential equation and what is known exactly about it:
 
@@ -183,11 +185,11 @@ def linear_recursion_moments(
 ) -> tuple[Tensor, Tensor]:
     """Mean and covariance after ``steps`` steps of an affine Gaussian recursion.
 
-    ``x_{n+1} = M x_n + c + xi_n`` with ``xi_n`` independent, mean 0, covariance ``Q``:
-    ``m_{n+1} = M m_n + c`` and ``P_{n+1} = M P_n M^T + Q`` (MATH.md §3). Every fixed-step scheme
-    of this library applied to a linear SDE with additive noise is such a recursion (for
-    Euler--Maruyama ``M = I + hA``, ``c = h a``, ``Q = h B B^T``), so this gives the scheme's
-    exact discrete moments, hence its exact bias.
+    ``x_{n+1} = M x_n + c + xi_n`` with ``xi_n`` independent, mean 0, covariance ``Q``: ``m_{n+1} =
+    M m_n + c`` and ``P_{n+1} = M P_n M^T + Q`` (docs/math.md §9.2). Every fixed-step scheme of this
+    library applied to a linear SDE with additive noise is such a recursion (for Euler--Maruyama ``M
+    = I + hA``, ``c = h a``, ``Q = h B B^T``), so this gives the scheme's exact discrete moments,
+    hence its exact bias.
 
     Args:
         m: ``[d, d]``; c: ``[d]``; q: ``[d, d]``; steps: number of steps (>= 0);
@@ -209,7 +211,7 @@ def linear_recursion_moments(
 
 # --------------------------------------------------------------------------- ODE
 class LinearODE:
-    """``dx/dt = A x`` with exact solution ``x(t) = expm((t - t0) A) x0`` (MATH.md §3).
+    """``dx/dt = A x`` with exact solution ``x(t) = expm((t - t0) A) x0`` (docs/math.md §8.1).
 
     Args:
         A: ``[d, d]`` matrix (a scalar gives ``d = 1``), any real entries.
@@ -327,7 +329,7 @@ class AnalyticSDE:
 
 # --------------------------------------------------------------------------- GBM
 class GeometricBrownianMotion(AnalyticSDE):
-    """Geometric Brownian motion ``dX = mu X dt + sigma X dW`` (Ito, diagonal noise; MATH.md §3).
+    """Geometric Brownian motion ``dX = mu X dt + sigma X dW`` (Ito, diagonal; docs/math.md §8.2).
 
     Acts elementwise on a state ``(..., d)``, one Brownian motion per coordinate.
 
@@ -429,7 +431,7 @@ class GeometricBrownianMotion(AnalyticSDE):
 
 # --------------------------------------------------------------------------- OU
 class OrnsteinUhlenbeck(AnalyticSDE):
-    """Ornstein--Uhlenbeck ``dX = theta (mu - X) dt + sigma dW`` (additive noise; MATH.md §3).
+    """Ornstein--Uhlenbeck ``dX = theta (mu - X) dt + sigma dW`` (additive; docs/math.md §8.3).
 
     Acts elementwise on a state ``(..., d)`` (independent coordinates). With additive noise the
     Ito and Stratonovich forms coincide.
@@ -493,7 +495,7 @@ class OrnsteinUhlenbeck(AnalyticSDE):
         return self.mu, self.sigma**2 / (2 * self.theta)
 
     def transition(self, h: TimeLike, x: Tensor, xi: Tensor) -> Tensor:
-        """Exact transition from ``x`` over a step ``h`` (MATH.md §3).
+        """Exact transition from ``x`` over a step ``h`` (docs/math.md §8.3).
 
         ``mu + (x - mu) e^{-theta h} + sigma sqrt((1 - e^{-2 theta h}) / (2 theta)) xi`` with
         ``xi`` standard normal of ``x``'s shape.
@@ -563,7 +565,7 @@ class OrnsteinUhlenbeck(AnalyticSDE):
 
 # --------------------------------------------------------------------------- LinearSDE
 class LinearSDE(AnalyticSDE):
-    """``dX = (A X + a) dt + B dW`` with exact moments (MATH.md §3).
+    """``dX = (A X + a) dt + B dW`` with exact moments (docs/math.md §8.4, §9.1).
 
     Args:
         A: ``[d, d]``; a: ``[d]`` (``None`` = 0);
@@ -736,9 +738,9 @@ class LinearSDE(AnalyticSDE):
 class NonlinearAdditiveSDE(AnalyticSDE):
     """``dX = -sin(X) dt + sigma dW``: nonlinear drift, additive noise, *no* exact solution.
 
-    It exists to measure SRA1's strong order 1.5 (MATH.md §2: with a *linear* drift SRA1
-    converges at order 2, so order 1.5 must be tested on a nonlinear drift). Elementwise on
-    ``(..., d)``.
+    It exists to measure SRA1's strong order 1.5 (docs/math.md §6.4, §8.5: with a *linear*
+    drift SRA1 converges at order 2, so order 1.5 must be tested on a nonlinear drift).
+    Elementwise on ``(..., d)``.
 
     :meth:`pathwise` is a **reference**, not an exact solution: the order-1.5 strong Ito--Taylor
     scheme for additive noise (Kloeden & Platen 1992, §10.4, with ``f' = -cos``, ``f'' = sin``),

@@ -131,7 +131,7 @@ def weak_order(
     chunk: int | None = None,
     n_fine: int | None = None,
 ) -> OrderResult:
-    """Weak order: ``e_k = |E phi(X^{h_k}_T) - E phi(X_T)|`` (MATH.md §2).
+    """Weak order: ``e_k = |E phi(X^{h_k}_T) - E phi(X_T)|`` (docs/math.md §10.3).
 
     Args:
         phi: test function ``(..., d) -> (...)`` (default ``|x|^2``, which involves both the

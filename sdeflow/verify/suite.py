@@ -33,7 +33,7 @@ def default_suite(quick: bool = False) -> dict[str, Any]:
         2000 paths (quick: 1000). Coarser steps are pre-asymptotic for the order-1 schemes
         (their local orders rise from ~0.9 at ``dt = 1/8`` to 1.0).
       - ``dX = -sin X dt + 2 dW`` (additive noise, fine-grid reference), ``dt = 2^-3 .. 2^-7``,
-        1000 paths (quick: 500): the nonlinear drift is what shows SRA1's 1.5 (MATH.md §2);
+        1000 paths (quick: 500): the nonlinear drift is what shows SRA1's 1.5 (docs/math.md §6.4);
         sigma = 2 makes the order-1.5 error terms dominate the order-2 ones.
     * Weak order on GBM(mu=0.5, sigma=0.5), ``phi = |x|^2``, coupled, ``dt = 2^-3 .. 2^-7``,
       20000 paths (quick: 10000), for solvers of weak order <= 1 (a weak order 2 needs much

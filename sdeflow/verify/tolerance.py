@@ -88,7 +88,7 @@ def tolerance_proportionality(
     ``expm``; ``"rotation"``: the harmonic oscillator over 3.3 periods; ``"vdp"``: Van der Pol
     with mu = 2 against scipy's DOP853 at 1e-13), and fits ``log(error) = a + s log(tol)``. With
     error control on the embedded estimate and local extrapolation the global error is
-    ``~ C tol`` (MATH.md §2), so ``s`` should be near 1.
+    ``~ C tol`` (docs/math.md §10.5), so ``s`` should be near 1.
 
     Returns:
         a :class:`ToleranceProportionality` with the fitted slope and ``passed``.

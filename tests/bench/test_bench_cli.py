@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-
 import sdeflow_bench as bm
-from sdeflow import cli
 from sdeflow_bench import suite
+
+from sdeflow import cli
 
 TINY = ["--profile", "tiny", "--no-progress", "--only", "ode_fixed", "--problems", "linear_b1"]
 
