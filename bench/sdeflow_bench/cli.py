@@ -65,6 +65,18 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
+REQUIRED = ("matplotlib", "tqdm")
+"""What ``sdeflow bench`` cannot run without (the plots and progress bars); the peers
+(torchdiffeq, torchsde, torchode) are optional: a missing one is skipped with a note."""
+
+
+def missing_requirements() -> list[str]:
+    """The modules of :data:`REQUIRED` that cannot be imported here."""
+    import importlib.util
+
+    return [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+
+
 def _usage(msg: str) -> int:
     print(f"sdeflow bench: {msg}", file=sys.stderr)
     return 2
@@ -101,9 +113,13 @@ def _redraw(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run ``sdeflow bench`` with parsed arguments; returns the exit status (2: bad arguments).
 
-    Every argument is checked before anything is measured: the device, the sections, the
-    rounds, and the output folder (created as a temporary folder beside it).
+    Every argument is checked before anything is measured: the required modules, the device,
+    the sections, the rounds, and the output folder (created as a temporary folder beside it).
     """
+    missing = missing_requirements()
+    if missing:
+        return _usage(f"needs {', '.join(missing)} (the [bench] extra: "
+                      "pip install 'sdeflow[bench]')")
     if args.from_json:
         return _redraw(args)
     try:

@@ -131,3 +131,20 @@ def test_sdeflow_bench_through_the_plugin_mechanism(tmp_path: Path,
     data = json.loads((out / "bench.json").read_text())
     assert data["meta"]["command"].startswith("sdeflow")
     assert {r["section"] for r in data["records"]} == {"ode_fixed"}
+
+
+def test_missing_bench_extra_is_a_clear_error(tmp_path: Path, no_measuring: None,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    from sdeflow_bench import cli as bench_cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tqdm" else real(name, *a))
+    assert bench_cli.missing_requirements() == ["tqdm"]
+    assert bm.main([*TINY, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "tqdm" in err and "sdeflow[bench]" in err
+    assert not (tmp_path / "o").exists()
