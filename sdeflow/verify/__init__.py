@@ -31,7 +31,8 @@ from __future__ import annotations
 from . import references
 from .fit import _mc_fit, fit_order
 from .moment_checks import bias_order, discrete_moments, moments
-from .ode import default_linear_ode, ode_order
+from .ode import ode_order
+from .references import default_linear_ode
 from .results import MomentsResult, OrderResult, SDEToleranceResult, ToleranceProportionality
 from .sampling import _pick_problem
 from .sde_order import strong_order, weak_order

@@ -20,12 +20,6 @@ Tensor = torch.Tensor
 _F64 = torch.float64
 
 
-def default_linear_ode() -> _an.LinearODE:
-    """The ODE reference of :func:`ode_order`: a damped rotation coupled to a decaying mode,
-    ``A = [[-0.5, 2, 0.3], [-2, -0.5, 0], [0, 0, -1]]`` (non-normal, complex eigenvalues)."""
-    return _an.LinearODE([[-0.5, 2.0, 0.3], [-2.0, -0.5, 0.0], [0.0, 0.0, -1.0]])
-
-
 def _default_ode_steps(order: float) -> tuple[int, ...]:
     if order <= 2.5:
         return (16, 32, 64, 128, 256)
@@ -54,7 +48,8 @@ def ode_order(
 
     Args:
         solver: name, class or instance of an ODE solver.
-        reference: a :class:`~sdeflow.analytic.LinearODE` (default :func:`default_linear_ode`).
+        reference: a :class:`~sdeflow.analytic.LinearODE` (default
+            :func:`~sdeflow.verify.references.default_linear_ode`).
         steps: numbers of equal steps (default chosen from the solver's order so errors stay
             between about 1e-2 and 1e-12 in float64).
         x0: ``[..., d]`` initial state (default ``reference.default_x0()``); errors are the
@@ -67,7 +62,7 @@ def ode_order(
     inst, name = _solver_info(solver)
     if getattr(inst, "is_sde", False):
         raise ValueError(f"solver: {name!r} is an SDE solver; use strong_order/weak_order")
-    reference = default_linear_ode() if reference is None else reference
+    reference = _an.default_linear_ode() if reference is None else reference
     if not isinstance(reference, _an.LinearODE):
         raise ValueError(f"reference: expected an sdeflow.analytic.LinearODE, got "
                          f"{type(reference).__name__}")

@@ -58,6 +58,8 @@ __all__ = [
     "NonlinearAdditiveSDE",
     "AnalyticSDE",
     "linear_recursion_moments",
+    "default_linear_ode",
+    "tolerance_problem",
 ]
 
 _F64 = torch.float64
@@ -800,3 +802,53 @@ class NonlinearAdditiveSDE(AnalyticSDE):
                 f * fp + 0.5 * sg * sg * fpp
             )
         return x.to(dtype=x0.dtype, device=x0.device)
+
+
+# --------------------------------------------------------------------------- defaults
+def default_linear_ode() -> LinearODE:
+    """The ODE reference of :func:`sdeflow.verify.ode_order`: a damped rotation coupled to a
+    decaying mode, ``A = [[-0.5, 2, 0.3], [-2, -0.5, 0], [0, 0, -1]]`` (non-normal, complex
+    eigenvalues)."""
+    return LinearODE([[-0.5, 2.0, 0.3], [-2.0, -0.5, 0.0], [0.0, 0.0, -1.0]])
+
+
+def tolerance_problem(name: str, dtype: torch.dtype = torch.float64
+                      ) -> tuple[ODE, Tensor, tuple[float, float], Tensor]:
+    """``(ode, x0, t_span, exact x(t1))``: a tolerance-proportionality problem (docs/math.md §10.5).
+
+    ``"linear"``: a 4x4 non-normal linear system over ``[0, 5]``, exact by ``expm``;
+    ``"rotation"``: the harmonic oscillator (period 1) over 3.3 periods, exact;
+    ``"vdp"``: Van der Pol with ``mu = 2`` over ``[0, 6]`` against scipy's DOP853 at rtol = atol =
+    1e-13. ``x0`` and the field use ``dtype``; ``exact`` is float64.
+    """
+    f64 = torch.float64
+    if name == "linear":
+        a = torch.tensor([[-0.5, 2.0, 0.0, 0.3], [-2.0, -0.5, 0.4, 0.0],
+                          [0.0, 0.0, -1.0, 1.0], [0.1, 0.0, -1.0, -0.2]], dtype=f64)
+        x0 = torch.tensor([1.0, 0.0, -0.5, 0.25], dtype=f64)
+        t_end = 5.0
+        exact = expm(t_end * a) @ x0
+        at = a.to(dtype)
+        return ODE(lambda t, x: x @ at.T), x0.to(dtype), (0.0, t_end), exact
+    if name == "rotation":
+        w = 2.0 * math.pi
+        x0 = torch.tensor([1.0, 0.0], dtype=f64)
+        t_end = 3.3
+        exact = torch.tensor([math.cos(w * t_end), -math.sin(w * t_end)], dtype=f64)
+        rot = torch.tensor([[0.0, w], [-w, 0.0]], dtype=dtype)
+        return ODE(lambda t, x: x @ rot.T), x0.to(dtype), (0.0, t_end), exact
+    if name == "vdp":
+        mu, t_end = 2.0, 6.0
+        x0 = torch.tensor([2.0, 0.0], dtype=f64)
+        from scipy.integrate import solve_ivp  # noqa: PLC0415
+
+        ref = solve_ivp(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0.0, t_end),
+                        x0.tolist(), method="DOP853", rtol=1e-13, atol=1e-13)
+        exact = torch.tensor(ref.y[:, -1], dtype=f64)
+
+        def vdp(t: Tensor, x: Tensor) -> Tensor:
+            p, v = x[..., 0], x[..., 1]
+            return torch.stack([v, mu * (1 - p * p) * v - p], dim=-1)
+
+        return ODE(vdp), x0.to(dtype), (0.0, t_end), exact
+    raise ValueError(f"problem: expected 'linear', 'rotation' or 'vdp', got {name!r}")

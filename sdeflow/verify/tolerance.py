@@ -9,7 +9,6 @@ from typing import Any
 import torch
 
 from ..brownian import BrownianPath
-from ..problems import ODE
 from ..solve import solve
 from . import references as _an
 from .arguments import _check_float, _check_int, _check_range, _check_tols, _solver_info
@@ -22,41 +21,6 @@ _F64 = torch.float64
 
 Tensor = torch.Tensor
 _F64 = torch.float64
-
-
-def _tp_problem(name: str, dtype: torch.dtype
-                ) -> tuple[ODE, Tensor, tuple[float, float], Tensor]:
-    f64 = torch.float64
-    if name == "linear":
-        a = torch.tensor([[-0.5, 2.0, 0.0, 0.3], [-2.0, -0.5, 0.4, 0.0],
-                          [0.0, 0.0, -1.0, 1.0], [0.1, 0.0, -1.0, -0.2]], dtype=f64)
-        x0 = torch.tensor([1.0, 0.0, -0.5, 0.25], dtype=f64)
-        t_end = 5.0
-        exact = _an.expm(t_end * a) @ x0
-        at = a.to(dtype)
-        return ODE(lambda t, x: x @ at.T), x0.to(dtype), (0.0, t_end), exact
-    if name == "rotation":
-        w = 2.0 * math.pi
-        x0 = torch.tensor([1.0, 0.0], dtype=f64)
-        t_end = 3.3
-        exact = torch.tensor([math.cos(w * t_end), -math.sin(w * t_end)], dtype=f64)
-        rot = torch.tensor([[0.0, w], [-w, 0.0]], dtype=dtype)
-        return ODE(lambda t, x: x @ rot.T), x0.to(dtype), (0.0, t_end), exact
-    if name == "vdp":
-        mu, t_end = 2.0, 6.0
-        x0 = torch.tensor([2.0, 0.0], dtype=f64)
-        from scipy.integrate import solve_ivp  # noqa: PLC0415
-
-        ref = solve_ivp(lambda t, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0.0, t_end),
-                        x0.tolist(), method="DOP853", rtol=1e-13, atol=1e-13)
-        exact = torch.tensor(ref.y[:, -1], dtype=f64)
-
-        def vdp(t: Tensor, x: Tensor) -> Tensor:
-            p, v = x[..., 0], x[..., 1]
-            return torch.stack([v, mu * (1 - p * p) * v - p], dim=-1)
-
-        return ODE(vdp), x0.to(dtype), (0.0, t_end), exact
-    raise ValueError(f"problem: expected 'linear', 'rotation' or 'vdp', got {name!r}")
 
 
 def default_tolerances(inst: Any) -> list[float]:
@@ -102,7 +66,7 @@ def tolerance_proportionality(
     tl = _check_tols(tols)
     slope_range = _check_range(slope_range, "slope_range")
     max_ratio = _check_float(max_ratio, "max_ratio", positive=True)
-    ode, x0, span, exact = _tp_problem(problem, dtype)
+    ode, x0, span, exact = _an.tolerance_problem(problem, dtype)
     errors, nfes = [], []
     for tol in tl:
         sol = solve(ode, x0, span, solver=solver, rtol=tol, atol=tol)
