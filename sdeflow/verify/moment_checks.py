@@ -122,13 +122,14 @@ def bias_order(
 ) -> OrderResult:
     """Order at which a scheme's *exact* discrete moments converge to the moment equations.
 
-    ``e(h) = |m_h - m|_2 + |P_h - P|_F`` with ``(m_h, P_h)`` from :func:`discrete_moments` (no Monte
-    Carlo) and ``(m, P)`` the exact moments (docs/math.md §9.1); the order is the least-squares
-    slope of ``log e`` on ``log h``. This is what makes a ``bias="scheme"`` moment check meaningful:
-    the Monte Carlo moments match the scheme's recursion (:func:`moments`) *and* that recursion
-    converges to the right moments at (at least) the weak order. ``passed`` is one-sided, ``order >=
-    expected - tolerance`` (``expected`` defaults to ``solver.weak_order``), because schemes may
-    converge faster on linear problems (e.g. stochastic Heun and SRA1 give 2).
+    ``e(h) = |m_h - m|_2 + |P_h - P|_F`` with ``(m_h, P_h)`` from :func:`discrete_moments` (no
+    Monte Carlo) and ``(m, P)`` the exact moments (docs/math.md §9.1, §9.4); the order is the
+    least-squares slope of ``log e`` on ``log h``. This is what makes a ``bias="scheme"`` moment
+    check meaningful: the Monte Carlo moments match the scheme's recursion (:func:`moments`)
+    *and* that recursion converges to the right moments at (at least) the weak order.
+    ``passed`` is one-sided, ``order >= expected - tolerance`` (``expected`` defaults to
+    ``solver.weak_order``), because schemes may converge faster on linear problems (e.g.
+    stochastic Heun and SRA1 give 2).
     Discrete moments exact to round-off count as passed (order ``inf``).
     """
     inst, name = _solver_info(solver)

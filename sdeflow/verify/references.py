@@ -187,11 +187,11 @@ def linear_recursion_moments(
 ) -> tuple[Tensor, Tensor]:
     """Mean and covariance after ``steps`` steps of an affine Gaussian recursion.
 
-    ``x_{n+1} = M x_n + c + xi_n`` with ``xi_n`` independent, mean 0, covariance ``Q``: ``m_{n+1} =
-    M m_n + c`` and ``P_{n+1} = M P_n M^T + Q`` (docs/math.md §9.2). Every fixed-step scheme of this
-    library applied to a linear SDE with additive noise is such a recursion (for Euler--Maruyama ``M
-    = I + hA``, ``c = h a``, ``Q = h B B^T``), so this gives the scheme's exact discrete moments,
-    hence its exact bias.
+    ``x_{n+1} = M x_n + c + xi_n`` with ``xi_n`` independent, mean 0, covariance ``Q``:
+    ``m_{n+1} = M m_n + c`` and ``P_{n+1} = M P_n M^T + Q`` (docs/math.md §9.2). Every
+    fixed-step scheme of this library applied to a linear SDE is such a recursion (for
+    Euler--Maruyama ``M = I + hA``, ``c = h a``, ``Q = h B B^T``), so this gives the scheme's
+    exact discrete moments, hence its exact bias.
 
     Args:
         m: ``[d, d]``; c: ``[d]``; q: ``[d, d]``; steps: number of steps (>= 0);
