@@ -5,8 +5,16 @@
   theoretical order, measured order with its 95% interval, and pass/fail (moment checks show
   their largest |z| and the chi-square p-value; "moment bias order" rows are one-sided, >=).
   Exit status 1 if any check fails, 2 for bad arguments.
-* ``sdeflow plugins [--json]`` -- the entry points of group ``sdeflow.plugins``.
-* ``sdeflow bench ...`` -- the benchmarks (``sdeflow.benchmark.main``), arguments passed through.
+* ``sdeflow plugins [--json]`` -- the entry points of group ``sdeflow.plugins``: each plugin's
+  description (the first line of its docstring), the subcommands it adds, or why it failed to load.
+* ``sdeflow --version``.
+* Subcommands that plugins register. A module named by an entry point of group
+  ``sdeflow.plugins`` may export ``SUBCOMMANDS = {name: (help, add_arguments, run)}``:
+  ``add_arguments(parser)`` adds its options to an ``argparse`` subparser and
+  ``run(namespace) -> int`` runs it and returns the exit status. ``sdeflow bench`` is registered
+  this way by the ``sdeflow_bench`` package (``bench/``), ``sdeflow demo`` by the generative
+  plugin. The core never imports a plugin by name; plugins are loaded only when a command
+  other than ``verify`` or ``plugins`` (or ``--help``) is asked for.
 """
 
 from __future__ import annotations
@@ -15,14 +23,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 PLUGIN_GROUP = "sdeflow.plugins"
 
 
 def _row(res: Any) -> dict[str, Any]:
-    from .verify import OrderResult
+    from .verify.results import OrderResult
 
     mode = res.to_dict().get("mode")
     if mode in ("tolerance", "sde_tolerance"):
@@ -70,7 +79,7 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from . import solvers as _solvers
-    from .verify import run_suite
+    from . import verify
 
     names = args.solver or list(_solvers.names())
     for n in names:
@@ -86,7 +95,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"  ... {res.solver} on {res.problem}: {'pass' if res.passed else 'FAIL'}",
                   file=sys.stderr, flush=True)
 
-    results = run_suite(names, quick=args.quick, progress=progress)
+    results = verify.run_suite(names, quick=args.quick, progress=progress)
     rows = [_row(r) for r in results]
     failed = [r for r in rows if not r["passed"]]
     elapsed = time.perf_counter() - start
@@ -103,49 +112,124 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+BUILTIN_COMMANDS = ("verify", "plugins")
+
+
+@dataclass(frozen=True)
+class PluginCommand:
+    """A subcommand a plugin registers: ``sdeflow NAME ...`` runs ``run(namespace)``."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    plugin: str
+
+
+@dataclass
+class PluginInfo:
+    """What ``sdeflow plugins`` reports about one entry point."""
+
+    name: str
+    value: str
+    distribution: str | None
+    description: str = ""
+    subcommands: tuple[str, ...] = ()
+    error: str | None = None
+
+
 def _entry_points() -> list[Any]:
     from importlib.metadata import entry_points
 
     return sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)
 
 
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    eps = _entry_points()
-    rows = []
-    for ep in eps:
+def _subcommands_of(obj: Any, plugin: str) -> list[PluginCommand]:
+    subs = getattr(obj, "SUBCOMMANDS", None)
+    if subs is None:
+        return []
+    if not isinstance(subs, dict):
+        raise TypeError(f"SUBCOMMANDS: expected a dict name -> (help, add_arguments, run), got "
+                        f"{type(subs).__name__}")
+    out = []
+    for name, spec in subs.items():
+        if not isinstance(name, str) or not name or name.startswith("-"):
+            raise TypeError(f"SUBCOMMANDS: expected command names as strings, got {name!r}")
+        if not (isinstance(spec, tuple) and len(spec) == 3 and isinstance(spec[0], str)
+                and callable(spec[1]) and callable(spec[2])):
+            raise TypeError(f"SUBCOMMANDS[{name!r}]: expected (help: str, add_arguments(parser), "
+                            f"run(namespace) -> int), got {spec!r}")
+        out.append(PluginCommand(name, spec[0], spec[1], spec[2], plugin))
+    return out
+
+
+def load_plugins() -> tuple[list[PluginInfo], dict[str, PluginCommand]]:
+    """Load every entry point of group ``sdeflow.plugins``.
+
+    Returns the report of each plugin and the subcommands they add. A plugin that fails to
+    import, exports a malformed ``SUBCOMMANDS`` or claims a name already taken (a built-in
+    command or an earlier plugin's) keeps its report with ``error`` set and adds nothing.
+    """
+    infos: list[PluginInfo] = []
+    commands: dict[str, PluginCommand] = {}
+    for ep in _entry_points():
         dist = getattr(ep, "dist", None)
-        rows.append({"name": ep.name, "value": ep.value,
-                     "distribution": getattr(dist, "name", None) if dist is not None else None})
+        info = PluginInfo(ep.name, ep.value, getattr(dist, "name", None) if dist else None)
+        infos.append(info)
+        try:
+            obj = ep.load()
+            doc = (getattr(obj, "__doc__", None) or "").strip()
+            info.description = doc.splitlines()[0] if doc else ""
+            subs = _subcommands_of(obj, ep.name)
+        except Exception as exc:  # noqa: BLE001  (a broken plugin must not break the CLI)
+            info.error = f"{type(exc).__name__}: {exc}"
+            continue
+        taken = [c.name for c in subs if c.name in BUILTIN_COMMANDS or c.name in commands]
+        if taken:
+            owner = {c: commands[c].plugin if c in commands else "sdeflow" for c in taken}
+            info.error = "subcommand name(s) already taken: " + ", ".join(
+                f"{c!r} (by {owner[c]})" for c in taken)
+            continue
+        for c in subs:
+            commands[c.name] = c
+        info.subcommands = tuple(c.name for c in subs)
+    return infos, commands
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    infos, _ = load_plugins()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([vars(i) for i in infos], indent=2))
         return 0
-    if not rows:
+    if not infos:
         print(f"no plugins found (entry-point group {PLUGIN_GROUP!r})")
         return 0
     print(f"plugins (entry-point group {PLUGIN_GROUP!r}):")
-    for r in rows:
-        src = f"  [{r['distribution']}]" if r["distribution"] else ""
-        print(f"  {r['name']} = {r['value']}{src}")
+    for i in infos:
+        src = f"  [{i.distribution}]" if i.distribution else ""
+        print(f"  {i.name} = {i.value}{src}")
+        if i.description:
+            print(f"      {i.description}")
+        if i.subcommands:
+            print(f"      subcommands: {', '.join(i.subcommands)}")
+        if i.error:
+            print(f"      not loaded: {i.error}")
     return 0
 
 
-def _cmd_bench(argv: list[str]) -> int:
-    try:
-        from .benchmark import main as bench_main  # type: ignore[import-not-found]
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("sdeflow.benchmark", f"{__package__}.benchmark"):
-            raise
-        print("sdeflow bench: the benchmark module (sdeflow.benchmark) is not installed in this "
-              "build of sdeflow", file=sys.stderr)
-        return 2
-    ret = bench_main(argv)
-    return int(ret or 0)
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(commands: dict[str, PluginCommand] | None = None) -> argparse.ArgumentParser:
+    commands = commands or {}
     p = argparse.ArgumentParser(
         prog="sdeflow", description="ODE/SDE solvers verified against exact solutions.")
-    sub = p.add_subparsers(dest="command", metavar="{verify,plugins,bench}")
+    p.add_argument("--version", action="version", version=f"sdeflow {_version()}")
+    names = ",".join((*BUILTIN_COMMANDS, *commands))
+    sub = p.add_subparsers(dest="command", metavar=f"{{{names}}}")
     v = sub.add_parser("verify", help="measure every solver's order on exact solutions",
                        description="Run every registered solver on the analytic problems and "
                                    "compare measured orders and moments with theory.")
@@ -155,21 +239,39 @@ def _parser() -> argparse.ArgumentParser:
                    help="only this solver (repeatable)")
     pl = sub.add_parser("plugins", help=f"list entry points of group {PLUGIN_GROUP!r}")
     pl.add_argument("--json", action="store_true", help="print the list as JSON")
-    sub.add_parser("bench", help="run the benchmarks (arguments are passed on)", add_help=False)
+    for c in commands.values():
+        sp = sub.add_parser(c.name, help=f"{c.help} [plugin {c.plugin}]", description=c.help)
+        c.add_arguments(sp)
+        sp.set_defaults(plugin_command=c)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sdeflow`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        return _cmd_bench(argv[1:])
-    parser = _parser()
+    commands: dict[str, PluginCommand] = {}
+    first = next((a for a in argv if not a.startswith("-")), None)
+    wants_help = not argv or any(a in ("-h", "--help") for a in argv[:1])
+    if first not in BUILTIN_COMMANDS and (first is not None or wants_help):
+        infos, commands = load_plugins()
+        if first is not None and first not in commands:
+            broken = [i for i in infos if i.error]
+            for i in broken:
+                print(f"sdeflow: plugin {i.name!r} ({i.value}) not loaded: {i.error}",
+                      file=sys.stderr)
+    parser = _parser(commands)
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _cmd_verify(args)
     if args.command == "plugins":
         return _cmd_plugins(args)
+    plugin_command = getattr(args, "plugin_command", None)
+    if plugin_command is not None:
+        rc = plugin_command.run(args)
+        if not isinstance(rc, int) or isinstance(rc, bool):
+            raise TypeError(f"plugin {plugin_command.plugin!r}: run() of {args.command!r} "
+                            f"returned {rc!r}, expected an int exit status")
+        return rc
     parser.print_help()
     return 2
 

@@ -33,12 +33,18 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from . import analytic as _an
-from . import verify as _verify
+from .verify import moment_checks as _vmoments
+from .verify import ode as _vode
+from .verify import references as _an
+from .verify import sde_order as _vsde
+from .verify.arguments import _solver_info
+from .verify.results import MomentsResult, OrderResult
+from .verify.suite import _fits, default_suite
 
 Tensor = torch.Tensor
 Range = tuple[float, float]
@@ -73,19 +79,36 @@ def _dims(dim: int | tuple[int, int], name: str = "dim") -> Any:
         lo, hi = dim
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected an int or a (min, max) pair, got {dim!r}") from None
-    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+    if not (isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool)
+            and not isinstance(hi, bool) and 1 <= lo <= hi):
         raise ValueError(f"{name}: expected 1 <= min <= max, got {dim!r}")
     return st.integers(lo, hi)
 
 
-def _floats(rng: Range, name: str) -> Any:
-    st = _st()
+def _bounds(rng: Range, name: str, *, lower: float | None = None,
+            strict: bool = False) -> tuple[float, float]:
+    """``(lo, hi)`` finite numbers with ``lo <= hi`` (and ``lo > lower`` / ``>= lower``)."""
+    if isinstance(rng, (str, bytes)):
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}")
     try:
-        lo, hi = (float(v) for v in rng)
+        lo, hi = rng
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a (min, max) pair, got {rng!r}") from None
-    if not lo <= hi:
-        raise ValueError(f"{name}: expected min <= max, got {rng!r}")
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}") from None
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (lo, hi)):
+        raise ValueError(f"{name}: expected a (min, max) pair of numbers, got {rng!r}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise ValueError(f"{name}: expected finite bounds with min <= max, got {rng!r}")
+    if lower is not None and (lo <= lower if strict else lo < lower):
+        rel = ">" if strict else ">="
+        raise ValueError(f"{name}: expected a lower bound {rel} {lower:g}, got {rng!r}")
+    return lo, hi
+
+
+def _floats(rng: Range, name: str, *, lower: float | None = None, strict: bool = False) -> Any:
+    """A float strategy on ``rng``, checked here (not when hypothesis first draws)."""
+    st = _st()
+    lo, hi = _bounds(rng, name, lower=lower, strict=strict)
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False)
 
 
@@ -105,9 +128,8 @@ def stable_matrices(dim: int | tuple[int, int] = (1, 4), decay: Range = (0.1, 1.
     ``Re lambda(A) <= -c`` and ``|expm(tA)|_2 <= e^{-ct}``; ``|A|_2 <= w d + d/2 + c``.
     """
     st = _st()
-    if not float(decay[0]) > 0:
-        raise ValueError(f"decay: expected a positive lower bound, got {decay!r}")
-    c_st, w_st = _floats(decay, "decay"), _floats(rotation, "rotation")
+    c_st = _floats(decay, "decay", lower=0.0, strict=True)
+    w_st = _floats(rotation, "rotation")
     dims = _dims(dim)
 
     @st.composite
@@ -130,11 +152,10 @@ def ou_processes(theta: Range = (0.2, 3.0), sigma: Range = (0.1, 2.0), mu: Range
                  dim: int | tuple[int, int] = 1) -> Any:
     """Strategy for :class:`~sdeflow.analytic.OrnsteinUhlenbeck` (``theta > 0``)."""
     st = _st()
-    if not float(theta[0]) > 0:
-        raise ValueError(f"theta: expected a positive lower bound, got {theta!r}")
     return st.builds(
         lambda th, sg, m, d: _an.OrnsteinUhlenbeck(th, sg, m, dim=d),
-        _floats(theta, "theta"), _floats(sigma, "sigma"), _floats(mu, "mu"), _dims(dim),
+        _floats(theta, "theta", lower=0.0, strict=True), _floats(sigma, "sigma", lower=0.0),
+        _floats(mu, "mu"), _dims(dim),
     )
 
 
@@ -149,17 +170,23 @@ def linear_sdes(dim: int | tuple[int, int] = (1, 3), noise: str | tuple[str, ...
     ``"general"`` (``m`` Brownian motions).
     """
     st = _st()
+    if not isinstance(noise, (str, tuple, list)):
+        raise ValueError(f"noise: expected 'additive', 'general' or a tuple of them, got "
+                         f"{noise!r}")
     kinds = (noise,) if isinstance(noise, str) else tuple(noise)
+    if not kinds:
+        raise ValueError("noise: expected at least one of 'additive', 'general', got ()")
     for k in kinds:
         if k not in ("additive", "general"):
             raise ValueError(f"noise: expected 'additive' and/or 'general', got {k!r}")
-    mag = _floats(scale, "scale")
+    mag = _floats(scale, "scale", lower=0.0)
     sign = st.sampled_from((-1.0, 1.0))
     ms = _dims(m, "m")
+    mats = stable_matrices(dim, decay, rotation)  # checks dim, decay, rotation now
 
     @st.composite
     def build(draw: Any) -> _an.LinearSDE:
-        a_mat = draw(stable_matrices(dim, decay, rotation))
+        a_mat = draw(mats)
         d = a_mat.shape[0]
         a = draw(st.lists(st.floats(-1, 1, allow_nan=False), min_size=d, max_size=d))
         kind = draw(st.sampled_from(kinds))
@@ -175,13 +202,14 @@ def linear_sdes(dim: int | tuple[int, int] = (1, 3), noise: str | tuple[str, ...
 def gbms(mu: Range = (-1.0, 1.0), sigma: Range = (0.1, 1.0)) -> Any:
     """Strategy for :class:`~sdeflow.analytic.GeometricBrownianMotion`."""
     st = _st()
-    return st.builds(_an.GeometricBrownianMotion, _floats(mu, "mu"), _floats(sigma, "sigma"))
+    return st.builds(_an.GeometricBrownianMotion, _floats(mu, "mu"),
+                     _floats(sigma, "sigma", lower=0.0))
 
 
 # ----------------------------------------------------------------------------- assertions
 def _describe(res: Any) -> str:
     lines = [str(res)]
-    if isinstance(res, _verify.OrderResult):
+    if isinstance(res, OrderResult):
         lines.append("  dt      error      std.err")
         for h, e, s in zip(res.dts, res.errors, res.std_errors):
             lines.append(f"  {h:<7.4g} {e:<10.4g} {s:.3g}")
@@ -205,7 +233,7 @@ def assert_order(
     expected: float | None = None,
     tolerance: float = 0.15,
     **kwargs: Any,
-) -> _verify.OrderResult:
+) -> OrderResult:
     """Assert that ``solver`` converges at its order on an exact solution.
 
     Args:
@@ -225,27 +253,29 @@ def assert_order(
     Returns:
         the :class:`~sdeflow.verify.OrderResult`; raises ``AssertionError`` if it did not pass.
     """
-    inst, _ = _verify._solver_info(solver)
+    inst, _ = _solver_info(solver)
+    if mode is not None and mode not in ("strong", "weak"):
+        raise ValueError(f"mode: expected 'strong' or 'weak', got {mode!r}")
     if not getattr(inst, "is_sde", False):
-        res: Any = _verify.ode_order(inst, reference, expected=expected, tolerance=tolerance,
+        res: Any = _vode.ode_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
     else:
         mode = "strong" if mode is None else mode
-        cfg = _verify.default_suite()
+        cfg = default_suite()
         if mode == "strong":
             if reference is None:
-                key = "gbm" if _verify._fits(inst, cfg["gbm"]) else "additive"
+                key = "gbm" if _fits(inst, cfg["gbm"]) else "additive"
                 reference = cfg[key]
                 kwargs.setdefault("dts", cfg[key + "_dts"])
                 kwargs.setdefault("n_paths", cfg[key + "_paths"])
-            res = _verify.strong_order(inst, reference, expected=expected, tolerance=tolerance,
+            res = _vsde.strong_order(inst, reference, expected=expected, tolerance=tolerance,
                                        **kwargs)
         elif mode == "weak":
             if reference is None:
                 reference = cfg["gbm_weak"]
                 kwargs.setdefault("dts", cfg["weak_dts"])
                 kwargs.setdefault("n_paths", cfg["weak_paths"])
-            res = _verify.weak_order(inst, reference, expected=expected, tolerance=tolerance,
+            res = _vsde.weak_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
         else:
             raise ValueError(f"mode: expected 'strong' or 'weak', got {mode!r}")
@@ -262,7 +292,7 @@ def assert_moments(
     min_p_value: float | None = None,
     bias: Any = "auto",
     **kwargs: Any,
-) -> _verify.MomentsResult:
+) -> MomentsResult:
     """Assert that Monte Carlo mean and covariance match the moment equations.
 
     Args:
@@ -273,7 +303,7 @@ def assert_moments(
         min_p_value: if given, also require the Wald chi-square p-value ``>= min_p_value``.
         bias: ``"auto"`` (default) -- the scheme's exact bias
             (:func:`sdeflow.verify.discrete_moments`) when the reference is linear and the
-            solver exposes a step function, else none. With a scheme bias the helper first
+            solver is a fixed-step SDE solver, else none. With a scheme bias the helper first
             checks (:func:`sdeflow.verify.bias_order`, exact) that the scheme's discrete moments
             converge to the moment equations at its weak order: otherwise a wrong but
             self-consistent scheme would pass;
@@ -283,28 +313,34 @@ def assert_moments(
     Returns:
         the :class:`~sdeflow.verify.MomentsResult`; raises ``AssertionError`` if it did not pass.
     """
-    inst, _ = _verify._solver_info(solver)
+    inst, _ = _solver_info(solver)
+    if min_p_value is not None and (isinstance(min_p_value, bool)
+                                    or not isinstance(min_p_value, (int, float))
+                                    or not 0 <= min_p_value < 1):
+        raise ValueError(f"min_p_value: expected None or a number in [0, 1), got "
+                         f"{min_p_value!r}")
     if reference is None:
-        lin = _verify.default_suite()["linear"]
-        if not _verify._fits(inst, lin):
+        lin = default_suite()["linear"]
+        if not _fits(inst, lin):
             lin = _an.LinearSDE(lin.A, lin.a, torch.diagonal(lin.B_matrix).clone())
         reference = lin
     if isinstance(bias, str) and bias == "auto":
         linear = isinstance(reference, (_an.LinearSDE, _an.OrnsteinUhlenbeck))
-        bias = "scheme" if linear and hasattr(inst, "build") else None
+        fixed_step = getattr(inst, "is_sde", False) and not getattr(inst, "adaptive", False)
+        bias = "scheme" if linear and fixed_step else None
     if isinstance(bias, str) and bias == "scheme":
         # the scheme's own recursion is only a fair target if it converges to the moment
         # equations: check that first (exact, no Monte Carlo)
         n = kwargs.get("steps", 64)
         x0 = kwargs.get("x0")
-        conv = _verify.bias_order(inst, reference, (n, 2 * n, 4 * n, 8 * n),
+        conv = _vmoments.bias_order(inst, reference, (n, 2 * n, 4 * n, 8 * n),
                                   t1=kwargs.get("t1", 1.0),
                                   x0=None if x0 is None else x0.to(torch.float64).cpu())
         if not conv.passed:
             raise AssertionError(
                 "moment check failed: the scheme's exact discrete moments do not converge to "
                 "the moment equations at its weak order:\n" + _describe(conv))
-    res = _verify.moments(inst, reference, n_sigma=n_sigma, bias=bias, **kwargs)
+    res = _vmoments.moments(inst, reference, n_sigma=n_sigma, bias=bias, **kwargs)
     ok = res.passed and (min_p_value is None or res.p_value >= min_p_value)
     if not ok:
         extra = "" if min_p_value is None else f" (required p >= {min_p_value:g})"

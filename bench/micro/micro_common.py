@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from sdeflow_bench import linear_field
 
 import sdeflow as sf
-from sdeflow.benchmark import linear_field
 
 BATCHES = (1, 256, 10_000)
 """Batch sizes of the per-step micro-benchmarks."""
@@ -26,7 +26,7 @@ def steps_for(batch: int) -> int:
 
 
 def ode_problem(batch: int, dtype: torch.dtype = torch.float64) -> tuple[sf.ODE, Tensor]:
-    """The 4-d linear test ODE of ``sdeflow.benchmark`` and a seeded ``(batch, 4)`` start."""
+    """The 4-d linear test ODE of ``sdeflow_bench`` and a seeded ``(batch, 4)`` start."""
     g = torch.Generator().manual_seed(batch)
     return sf.ODE(linear_field(dtype)), torch.randn(batch, 4, generator=g, dtype=dtype)
 

@@ -1,7 +1,7 @@
 """Work-precision runs against the peer libraries (error vs wall time and vs NFE).
 
 The problems, the peers' calls, the interleaved timing and the plots live in
-:mod:`sdeflow.benchmark` (so that ``sdeflow bench`` runs them from an installed package); this
+:mod:`sdeflow_bench` (so that ``sdeflow bench`` runs them from an installed package); this
 script runs its work-precision sections only (``ode_fixed``, ``ode_adaptive``, ``sde``), with the
 same options::
 
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import sys
 
-from sdeflow.benchmark import main
+from sdeflow_bench import main
 
 WORKPRECISION = "ode_fixed,ode_adaptive,sde"
 
 
 def run(argv: list[str] | None = None) -> int:
-    """``sdeflow.benchmark.main`` restricted to the work-precision sections (unless ``--only``)."""
+    """``sdeflow_bench.main`` restricted to the work-precision sections (unless ``--only``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(a == "--only" or a.startswith("--only=") for a in args):
         args += ["--only", WORKPRECISION]

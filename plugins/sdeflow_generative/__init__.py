@@ -1,7 +1,7 @@
 """sdeflow_generative: Gaussian probability paths, exact mixture targets and sampling adapters.
 
 A plugin of sdeflow (entry-point group ``sdeflow.plugins``, name ``generative``). Time runs from
-``t = 0`` (noise) to ``t = 1`` (data); the mathematics is MATH.md §4.
+``t = 0`` (noise) to ``t = 1`` (data); the mathematics is docs/math.md §20-§24.
 
 * :mod:`~sdeflow_generative.schedules` -- ``CondOT``, ``SquareRoot``, ``Cosine``,
   ``VariancePreserving``; ``sched(t)`` -> ``ScheduleValues(alpha, beta, alpha_dot, beta_dot)``.

@@ -3,7 +3,7 @@
 A mixture is stored as ``means`` ``(K, d)``, ``log_weights`` ``(K,)`` and each covariance through
 its eigendecomposition ``S_k = Q_k diag(lam_k) Q_k^T`` (``Q`` ``(K, d, d)``, or ``None`` when every
 ``S_k`` is diagonal; ``lam`` ``(K, d)``). The marginal of the Gaussian path at time t is the mixture
-(MATH.md §4)
+(docs/math.md §22)
 
     p_t(x) = sum_k pi_k N(x; alpha mu_k, C_k),   C_k = alpha^2 S_k + beta^2 I
            = Q_k diag(v_k) Q_k^T,                v_k = alpha^2 lam_k + beta^2,

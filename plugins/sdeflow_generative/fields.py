@@ -1,4 +1,6 @@
-"""Adapters that turn a model of a Gaussian path into a core ``sf.ODE`` / ``sf.SDE`` (MATH.md §4).
+"""Adapters that turn a model of a Gaussian path into a core ``sf.ODE`` / ``sf.SDE``.
+
+The fields are those of docs/math.md §23.
 
 Nothing here steps in time: solve the returned problems with ``sdeflow.solve``. A ``model`` is any
 callable ``model(x, t)`` returning the parameterization ``param`` (``"velocity"``, ``"score"``,
@@ -79,7 +81,7 @@ def _call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
 
 
 class ProbabilityFlowODE(ODE):
-    """Probability-flow ODE ``dx/dt = u_t(x)`` of a model (MATH.md §4, sigma = 0).
+    """Probability-flow ODE ``dx/dt = u_t(x)`` of a model (docs/math.md §23, sigma = 0).
 
     ``u_t`` is ``model(x, t)`` converted from ``param`` to the velocity with
     :meth:`GaussianPath.convert`. Solving from ``x ~ p_0`` over ``t_span`` gives samples of ``p_1``.
@@ -120,7 +122,9 @@ class ProbabilityFlowODE(ODE):
 
 
 class DiffusionSDE(SDE):
-    """SDE ``dX = [u_t(X) + sigma_t^2 / 2 s_t(X)] dt + sigma_t dW`` with ``X_t ~ p_t`` (MATH.md §4).
+    """SDE ``dX = [u_t(X) + sigma_t^2 / 2 s_t(X)] dt + sigma_t dW`` (docs/math.md §23).
+
+    Its marginals are those of the path: ``X_t ~ p_t``.
 
     Give exactly one of
 
@@ -234,7 +238,7 @@ class DiffusionSDE(SDE):
 class Langevin(SDE):
     """Langevin dynamics ``dX = sigma^2 / 2 grad log p(X) dt + sigma dW`` for a static ``p``.
 
-    ``p`` is its stationary law (MATH.md §3). Noise ``"additive"``, Ito; run it over any
+    ``p`` is its stationary law (docs/math.md §8.6). Noise ``"additive"``, Ito; run it over any
     ``t_span`` (e.g. ``(0, T)``), long enough to mix.
 
     Args:

@@ -1,4 +1,6 @@
-"""Log-likelihood of a flow by the divergence (instantaneous change of variables) ODE (MATH.md §4).
+"""Log-likelihood of a flow by the divergence (instantaneous change of variables) ODE.
+
+The formulas are docs/math.md §24.
 
 Along the probability-flow ODE ``dX/dt = u_t(X)``, ``d/dt log p_t(X_t) = -div u_t(X_t)``. So for a
 data point ``x`` the augmented state ``y = [x_t, l_t]`` ``(..., d + 1)`` obeys

@@ -1,4 +1,6 @@
-"""Gaussian probability paths: conditional fields, conversions, exact marginals (MATH.md §4).
+"""Gaussian probability paths: conditional fields, conversions, exact marginals.
+
+The formulas are docs/math.md §20-§22.
 
 A :class:`GaussianPath` wraps a schedule ``(alpha_t, beta_t)``; the conditional path is
 ``p_t(x|z) = N(alpha_t z, beta_t^2 I)``, sampled as ``x = alpha_t z + beta_t eps``. Shapes: states
@@ -13,7 +15,7 @@ The four parameterizations of a (conditional or marginal) field are the velocity
     x = alpha z_hat + beta eps_hat,   u = alpha_dot z_hat + beta_dot eps_hat,   s = -eps_hat / beta.
 
 With ``c = beta beta_dot`` (finite at both ends for every schedule),
-``D = beta^2 alpha_dot - alpha c`` (MATH.md's denominator, > 0 on [0, 1)) and
+``D = beta^2 alpha_dot - alpha c`` (> 0 on [0, 1), docs/math.md §21) and
 ``det = alpha beta_dot - alpha_dot beta`` (< 0), each conversion is evaluated in the form below.
 Each divides only by the quantity that makes it genuinely singular at one end:
 
@@ -185,10 +187,11 @@ class GaussianPath:
         return v.alpha * z + v.beta * eps
 
     def conditional_velocity(self, x: Tensor, z: Tensor, t: Tensor | float) -> Tensor:
-        """``u_t(x|z) = alpha_dot z + beta_dot (x - alpha z) / beta`` ``(..., d)`` (MATH.md §4).
+        """``u_t(x|z) = alpha_dot z + beta_dot (x - alpha z) / beta`` (docs/math.md §20.2).
 
-        At ``x = alpha z + beta eps`` it equals ``alpha_dot z + beta_dot eps``. Singular at
-        ``beta = 0`` (``t = 1``): raises ``ValueError`` there.
+        ``x``, ``z`` and the result ``(..., d)``. At ``x = alpha z + beta eps`` it equals
+        ``alpha_dot z + beta_dot eps``. Singular at ``beta = 0`` (``t = 1``): raises ``ValueError``
+        there.
         """
         self._check_pair(x, z)
         k = self.coefficients(t, x)
@@ -228,8 +231,8 @@ class GaussianPath:
         """Convert a field ``value`` ``(..., d)`` at ``(x, t)`` from ``src`` to ``dst``.
 
         ``src``, ``dst`` in ``("velocity", "score", "eps", "x0")``. The same formulas hold for
-        conditional and marginal fields (MATH.md §4). Forms and the end policy (raise exactly at a
-        singular end) are in the module docstring.
+        conditional and marginal fields (docs/math.md §21). Forms and the end policy (raise
+        exactly at a singular end) are in the module docstring.
         """
         src = _check_param("src", src)
         dst = _check_param("dst", dst)
@@ -313,7 +316,7 @@ def _convert(value: Tensor, x: Tensor, k: PathCoefficients, src: str, dst: str) 
 
 
 class ExactMarginal:
-    """Exact marginal path ``p_t`` of a mixture target under a :class:`GaussianPath` (MATH.md §4).
+    """Exact marginal path ``p_t`` of a mixture target under a path (docs/math.md §22).
 
     ``p_t = sum_k pi_k N(alpha_t mu_k, alpha_t^2 S_k + beta_t^2 I)`` (``S_k = 0`` for
     ``Empirical``). Every method takes ``x`` ``(..., d)`` and ``t`` (float, 0-dim, or

@@ -1,4 +1,4 @@
-"""Noise schedules ``(alpha_t, beta_t)`` of a Gaussian probability path (MATH.md §4).
+"""Noise schedules ``(alpha_t, beta_t)`` of a Gaussian probability path (docs/math.md §20.1).
 
 Time runs from ``t = 0`` (noise) to ``t = 1`` (data). A schedule gives ``alpha_t`` (the data
 coefficient) and ``beta_t`` (the noise coefficient) of ``x_t = alpha_t z + beta_t eps`` with
@@ -73,7 +73,7 @@ def _check_unit_interval(t: Tensor) -> Tensor:
 
 
 class Schedule:
-    """Base class of ``(alpha_t, beta_t)`` schedules (MATH.md §4).
+    """Base class of ``(alpha_t, beta_t)`` schedules (docs/math.md §20.1).
 
     Subclasses implement :meth:`values` (closed-form ``alpha, beta, alpha_dot, beta_dot`` on an
     already checked tensor ``t``) and, where ``beta_dot`` is infinite at an end, override

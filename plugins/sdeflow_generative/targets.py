@@ -1,4 +1,4 @@
-"""Data distributions with exact sampling, density and score (MATH.md §4, "Exact marginals").
+"""Data distributions with exact sampling, density and score (docs/math.md §22).
 
 * :class:`Gaussian` ``N(mean, cov)``;
 * :class:`GaussianMixture` ``sum_k pi_k N(mu_k, S_k)``;

@@ -1,4 +1,4 @@
-"""sdeflow.analytic: the exact solutions and moments are themselves checked (MATH.md §3).
+"""sdeflow.analytic: the exact solutions and moments are themselves checked (docs/math.md §8).
 
 Independent checks: scipy's expm and solve_ivp for the moment ODEs, closed forms against the
 Van Loan construction, Monte Carlo of the exact laws (sample sizes and seeds in each test), the
@@ -38,7 +38,7 @@ def test_linear_ode_exact_matches_scipy_expm(ode: an.LinearODE, t: float) -> Non
 @given(sft.linear_odes(dim=(1, 3)), st.floats(0.05, 1.0), st.floats(0.05, 1.0))
 def test_linear_ode_semigroup_and_vector_field(ode: an.LinearODE, s: float, t: float) -> None:
     x0 = ode.default_x0()
-    # flow property psi_{s+t} = psi_t o psi_s  (MATH.md §1)
+    # flow property psi_{s+t} = psi_t o psi_s  (docs/math.md §1.1)
     torch.testing.assert_close(ode.exact(s + t, x0), ode.exact(t, ode.exact(s, x0)),
                                rtol=1e-10, atol=1e-12)
     # d/dt x(t) = u(t, x(t)) by a central difference (error O(eps^2 |A|^3))
@@ -49,7 +49,7 @@ def test_linear_ode_semigroup_and_vector_field(ode: an.LinearODE, s: float, t: f
 
 
 def test_linear_ode_scalar_and_dtype() -> None:
-    ode = an.LinearODE(-2.0)  # x' = -2 x: x0 e^{-2t} (MATH.md §3)
+    ode = an.LinearODE(-2.0)  # x' = -2 x: x0 e^{-2t} (docs/math.md §8.1)
     x0 = torch.tensor([[1.5]], dtype=torch.float32)
     out = ode.exact(0.7, x0)
     assert out.dtype == torch.float32
@@ -160,7 +160,7 @@ def test_ou_euler_maruyama_moments_match_the_recursion() -> None:
 
 def test_ou_pathwise_reference_is_second_order_and_has_the_right_law() -> None:
     """The quadrature reference on one path converges at order 2 in the cell width; across
-    n = 20000 paths (seed 5, 256 cells) its mean/variance match MATH.md §3 within 4 s.e."""
+    n = 20000 paths (seed 5, 256 cells) its mean/variance match docs/math.md §8.3 within 4 s.e."""
     ou = an.OrnsteinUhlenbeck(1.0, 1.0, mu=0.5)
     x0 = torch.full((8, 1), 2.0, dtype=F64)
     bm = sf.BrownianPath((8, 1), seed=1, dtype=F64)

@@ -1,4 +1,5 @@
-"""The ``sdeflow`` command: verify (table and --json), plugins, bench, exit statuses.
+"""The ``sdeflow`` command: verify (table and --json), plugins and their subcommands, --version,
+exit statuses.
 
 The CLI plumbing is exercised on *every registered solver* with reduced samples (gbm 100 paths,
 additive 100, weak 1000, moments 2000, three coarse steps, seed 0) so that it runs in seconds; the
@@ -42,7 +43,7 @@ def small_runs() -> dict[str, tuple[int, str, str]]:
         return cfg
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(verify, "default_suite", small)
+        mp.setattr(verify.suite, "default_suite", small)
         return {"json": _run(["verify", "--json", "--quick"]),
                 "table": _run(["verify", "--solver", "euler", "--solver", "sra1"])}
 
@@ -107,16 +108,36 @@ def test_verify_rejects_an_unknown_solver() -> None:
     assert rc == 2 and "known solvers" in err
 
 
-def test_plugins_lists_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_plugin(monkeypatch: pytest.MonkeyPatch, modname: str, subcommands: Any,
+                 doc: str = "A fake plugin.") -> Any:
+    mod = types.ModuleType(modname)
+    mod.__doc__ = doc
+    if subcommands is not None:
+        mod.SUBCOMMANDS = subcommands  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, modname, mod)
+    return mod
+
+
+def _use_entry_points(monkeypatch: pytest.MonkeyPatch, pairs: list[tuple[str, str]]) -> None:
     from importlib.metadata import EntryPoint
 
-    eps = [EntryPoint("zeta", "pkg_z:plugin", cli.PLUGIN_GROUP),
-           EntryPoint("alpha", "pkg_a", cli.PLUGIN_GROUP)]
+    eps = [EntryPoint(n, v, cli.PLUGIN_GROUP) for n, v in pairs]
     monkeypatch.setattr(cli, "_entry_points", lambda: sorted(eps, key=lambda e: e.name))
+
+
+def test_plugins_lists_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_plugin(monkeypatch, "pkg_a", None, doc="Alpha plugin.\n\nMore text.")
+    zeta = _fake_plugin(monkeypatch, "pkg_z", None)
+    zeta.plugin = types.SimpleNamespace(  # type: ignore[attr-defined]
+        __doc__="Zeta object.", SUBCOMMANDS={"zz": ("zeta things", lambda p: None, lambda a: 0)})
+    _use_entry_points(monkeypatch, [("zeta", "pkg_z:plugin"), ("alpha", "pkg_a")])
     rc, out, _ = _run(["plugins"])
     assert rc == 0 and out.index("alpha = pkg_a") < out.index("zeta = pkg_z:plugin")
+    assert "Alpha plugin." in out and "More text" not in out and "subcommands: zz" in out
     rc, out, _ = _run(["plugins", "--json"])
-    assert [r["name"] for r in json.loads(out)] == ["alpha", "zeta"]
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == ["alpha", "zeta"]
+    assert rows[1]["subcommands"] == ["zz"] and rows[0]["error"] is None
     monkeypatch.setattr(cli, "_entry_points", lambda: [])
     rc, out, _ = _run(["plugins"])
     assert rc == 0 and "no plugins found" in out
@@ -127,20 +148,71 @@ def test_plugins_reads_the_installed_metadata() -> None:
     assert rc == 0 and isinstance(json.loads(out), list)
 
 
-def test_bench_passes_its_arguments_through(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
-    fake = types.ModuleType("sdeflow.benchmark")
-    fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sdeflow.benchmark", fake)
-    monkeypatch.setattr(sf, "benchmark", fake, raising=False)
-    rc, _, _ = _run(["bench", "--quick", "-k", "euler"])
-    assert rc == 0 and seen == [["--quick", "-k", "euler"]]
+def test_plugin_subcommand_gets_its_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    def add_arguments(p: Any) -> None:
+        p.add_argument("--quick", action="store_true")
+        p.add_argument("-k", default=None)
+
+    def run(ns: Any) -> int:
+        seen.append((ns.quick, ns.k))
+        return 3
+
+    _fake_plugin(monkeypatch, "fake_bench", {"fakebench": ("fake help", add_arguments, run)})
+    _use_entry_points(monkeypatch, [("fb", "fake_bench")])
+    rc, _, _ = _run(["fakebench", "--quick", "-k", "euler"])
+    assert rc == 3 and seen == [(True, "euler")]
+    rc, out, _ = _run([])  # the help lists plugin subcommands
+    assert rc == 2 and "fakebench" in out and "fake help" in out
 
 
-def test_bench_without_the_benchmark_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "sdeflow.benchmark", None)  # import raises
-    rc, _, err = _run(["bench"])
-    assert rc == 2 and "sdeflow.benchmark" in err
+def test_plugin_subcommand_errors_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = ("help", lambda p: None, lambda a: 0)
+    _fake_plugin(monkeypatch, "p_clash", {"verify": ok})
+    _fake_plugin(monkeypatch, "p_bad", {"x": ("help", "not callable", None)})
+    _fake_plugin(monkeypatch, "p_list", ["not", "a", "dict"])
+    _use_entry_points(monkeypatch, [("clash", "p_clash"), ("bad", "p_bad"), ("lst", "p_list"),
+                                    ("gone", "no_such_module_xyz")])
+    infos, commands = cli.load_plugins()
+    assert commands == {}
+    err = {i.name: i.error for i in infos}
+    assert "'verify'" in err["clash"] and "already taken" in err["clash"]
+    assert "SUBCOMMANDS['x']" in err["bad"]
+    assert "SUBCOMMANDS" in err["lst"] and "dict" in err["lst"]
+    assert "no_such_module_xyz" in err["gone"]
+    rc, _, errtext = _run_catching(["nosuchcmd"])
+    assert rc == 2 and "plugin 'gone'" in errtext and "invalid choice" in errtext
+
+
+def test_plugin_run_must_return_an_int(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_plugin(monkeypatch, "p_none", {"nothing": ("help", lambda p: None, lambda a: None)})
+    _use_entry_points(monkeypatch, [("none", "p_none")])
+    with pytest.raises(TypeError, match="run\\(\\) of 'nothing'"):
+        cli.main(["nothing"])
+
+
+def test_installed_bench_plugin_registers_bench() -> None:
+    """sdeflow_bench exports the ``bench`` subcommand in the SUBCOMMANDS form."""
+    import sdeflow_bench
+
+    cmds = cli._subcommands_of(sdeflow_bench, "bench")
+    assert [c.name for c in cmds] == ["bench"]
+
+
+def test_version() -> None:
+    rc, out, _ = _run_catching(["--version"])
+    assert rc == 0 and out.strip() == f"sdeflow {sf.__version__}"
+
+
+def _run_catching(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = cli.main(argv)
+        except SystemExit as exc:  # argparse: --version, usage errors
+            rc = int(exc.code or 0)
+    return rc, out.getvalue(), err.getvalue()
 
 
 def test_no_command_prints_help() -> None:

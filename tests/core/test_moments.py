@@ -1,4 +1,4 @@
-"""Monte Carlo mean and covariance against the Fokker--Planck moment equations (MATH.md §3).
+"""Monte Carlo mean and covariance against the Fokker--Planck moment equations (docs/math.md §9).
 
 A scheme's moments differ from the exact ones by its O(h) bias. For linear SDEs that bias is
 known exactly (Euler--Maruyama on OU is the recursion x' = (1 - theta h) x + theta mu h + sigma dW;

@@ -1,4 +1,4 @@
-"""Every solver's measured order lies within +-0.15 of theory on exact solutions (MATH.md §2).
+"""Every solver's measured order lies within +-0.15 of theory (docs/math.md §10).
 
 Strong orders: all step sizes of one measurement are solved on *one shared* BrownianPath (per
 batch of paths) and compared with the exact / reference solution on that path. Each test states
@@ -97,7 +97,7 @@ def test_sra1_strong_order_one_and_a_half_on_a_nonlinear_drift() -> None:
 
 
 def test_sra1_is_order_two_on_a_linear_drift() -> None:
-    """MATH.md §2: with a linear drift SRA1 converges at order 2 (why 1.5 is tested on the
+    """docs/math.md §6.4: with a linear drift SRA1 converges at order 2 (why 1.5 is tested on the
     nonlinear drift). OU(1, 1, 0.5), dt = 2^-2..2^-6, n = 1000, seed 0."""
     res = verify.strong_order("sra1", OU, tuple(2.0**-k for k in range(2, 7)), 1000, 0,
                               expected=2.0)

@@ -1,7 +1,8 @@
 """sdeflow.verify: the fit, the confidence intervals, the scheme moments, results and errors.
 
 Statistical machinery is checked on synthetic data with a known answer (seeds stated), the scheme
-moments against hand-derived recursions (MATH.md §2), and every bad argument raises ValueError.
+moments against hand-derived recursions (docs/math.md §9.2), and every bad argument raises
+ValueError.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def test_discrete_moments_of_euler_maruyama_equal_the_closed_recursion(lin: an.L
 
 
 def test_discrete_moments_of_heun_and_sra1_equal_hand_derived_recursions() -> None:
-    """On dX = (AX + a) dt + B dW (MATH.md §2 formulas, worked out by hand):
+    """On dX = (AX + a) dt + B dW (docs/math.md §9.2 formulas, worked out by hand):
 
     stochastic Heun: x' = M x + (h + h^2 A/2) a + (I + hA/2) B dW, M = I + hA + h^2 A^2/2;
     SRA1: x' = M x + (h + h^2 A/2) a + B dW + A B I10, Cov(dW, I10) = [[h, h^2/2], [., h^3/3]].

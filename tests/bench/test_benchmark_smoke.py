@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark machinery (``sdeflow bench``) on a tiny configuration.
+"""Smoke test of the benchmark package (``sdeflow_bench``) on a tiny configuration.
 
 Checks that the suite runs end to end, prints its ratio tables and writes JSON and PNG files;
 that a missing peer is skipped with a note; and the equal-error ratio arithmetic. Nothing here
@@ -12,9 +12,9 @@ import math
 from pathlib import Path
 
 import pytest
+import sdeflow_bench as bm
 import torch
-
-from sdeflow import benchmark as bm
+from sdeflow_bench import handloop, ode, ratios, sde, suite
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -55,7 +55,8 @@ def test_missing_peer_is_skipped_with_a_note(tmp_path: Path,
     def without_torchode() -> dict[str, str | None]:
         return {**real(), "torchode": None}
 
-    monkeypatch.setattr(bm, "peer_versions", without_torchode)
+    for mod in (suite, handloop, ode, sde):  # every module that asks which peers exist
+        monkeypatch.setattr(mod, "peer_versions", without_torchode)
     cfg = bm.Config.for_profile("tiny")
     cfg.sections = ("ode_fixed",)
     cfg.problems = ("linear_b1",)
@@ -80,7 +81,7 @@ def test_equal_error_ratio_of_shifted_curves() -> None:
     far = [(e * 1e-9, c) for e, c in theirs]
     assert math.isnan(bm.equal_error_ratio(far, theirs))
     # dominated points are dropped from the front
-    front = bm._pareto([(1e-2, 5.0), (1e-3, 4.0), (1e-4, 8.0)])
+    front = ratios._pareto([(1e-2, 5.0), (1e-3, 4.0), (1e-4, 8.0)])
     assert front == [(1e-4, 8.0), (1e-3, 4.0)]
 
 
