@@ -1,4 +1,4 @@
-"""Step-size controllers and error norms (docs/math.md §5).
+"""Step-size controllers and error norms (docs/math.md §5, §11).
 
 * :class:`ConstantController` -- a fixed grid: ``steps`` equal steps or steps of ``dt`` (the last
   one shorter if ``dt`` does not divide the span); every requested output time of an SDE solve
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -135,7 +136,7 @@ NORMS = ("path_rms", "rms", "max")
 
 @dataclass(frozen=True)
 class PIController:
-    """Step-size control of adaptive solves (docs/math.md §5.1).
+    """Step-size control of adaptive solves (docs/math.md §5.2).
 
     With the error estimate ``e`` of a step from ``x`` to ``x_new``,
 
@@ -150,8 +151,9 @@ class PIController:
     before there are any; ``beta3 > 0`` makes it a PID controller) and
     ``q`` is the order of the error estimate plus one (``p_hat + 1`` for an embedded pair,
     ``strong order + 1/2`` for step doubling of an SDE scheme). The defaults ``beta1 = 1``,
-    ``beta2 = 0`` are the classical I-controller (as scipy, torchdiffeq and diffrax); MATH.md's PI
-    gains ``beta1 = 0.7, beta2 = 0.4`` damp step-size oscillation (fewer rejections on
+    ``beta2 = 0`` are the classical I-controller (as scipy, torchdiffeq and diffrax) for ODEs;
+    the PI gains ``beta1 = 0.7, beta2 = 0.4`` (docs/math.md §5.2; the default of adaptive SDE
+    solves, whose error estimates are noisy) damp step-size oscillation (fewer rejections on
     non-smooth problems, a little more work on smooth ones). After a rejection the step shrinks
     by ``max(fac_min, safety * err^(-1/q))`` and may not grow on the next accepted step; a NaN or
     infinite ``err`` counts as a rejection with factor ``fac_min``.
@@ -287,7 +289,7 @@ def initial_step(
 
 # ---------------------------------------------------------------------------------- error norm
 class ErrorNorm:
-    """``err = ||e / tol||``, ``tol = atol + rtol * max(|x|, |x_new|)`` (docs/math.md §5.2).
+    """``err = ||e / tol||``, ``tol = atol + rtol * max(|x|, |x_new|)`` (docs/math.md §5.1).
 
     :meth:`measure` returns a 0-dim tensor ``v`` (no host sync) and
     ``s_new = atol + rtol |x_new|`` (cached as the next step's ``s``, since

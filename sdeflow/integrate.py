@@ -1,6 +1,6 @@
 """THE time loop: every solve -- fixed or adaptive, ODE or SDE -- runs through :func:`integrate`.
 
-One iteration (docs/math.md §5):
+One iteration (docs/math.md §11.1):
 
 1. the stepper proposes ``h`` (a :class:`FixedStepper` walks its grid; an :class:`AdaptiveStepper`
    applies its :class:`~sdeflow.PIController` and lands on ``step_ts``/``jump_ts``/SDE outputs);
@@ -222,7 +222,7 @@ class FixedStepper:
 
 
 class AdaptiveStepper:
-    """The PI controller's proposals, landing on the required times (docs/math.md §5)."""
+    """The PI controller's proposals, landing on the required times (docs/math.md §5.2)."""
 
     adaptive = True
 

@@ -1,4 +1,4 @@
-"""Dense output over one accepted step (docs/math.md §5).
+"""Dense output over one accepted step (docs/math.md §4, §11.3).
 
 Every interpolant is built from the step ``[t, t + h]`` (``h`` may be negative) and evaluated at
 ``theta in [0, 1]`` (``x(t + theta h)``); each returns a tensor of the state's shape and equals
@@ -136,7 +136,7 @@ def lagrange_integrals(nodes: Sequence[float], theta: float) -> list[float]:
 
 
 class MultistepPolynomial(Interpolant):
-    """``x0 + h sum_j w_j(theta) f_j``, ``w_j = int_0^theta L_j(s) ds`` (docs/math.md §5)."""
+    """``x0 + h sum_j w_j(theta) f_j``, ``w_j = int_0^theta L_j(s) ds`` (docs/math.md §11.3)."""
 
     __slots__ = ("nodes", "fs")
 

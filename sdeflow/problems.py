@@ -1,4 +1,4 @@
-"""What is being solved: ODE and SDE problem interfaces (MATH.md §1).
+"""What is being solved: ODE and SDE problem interfaces (docs/math.md §1).
 
 Both follow the ``f(t, x)`` convention of torchdiffeq and torchsde: ``t`` is a 0-dim tensor with
 the dtype and device of the state, ``x`` is a tensor whose leading dimensions are batch dimensions.

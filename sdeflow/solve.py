@@ -19,7 +19,7 @@ from .noise import GridNoise, PathNoise
 from .problems import ODE, SDE
 from .solution import Solution
 from .solvers.adaptive_sde import StepDoubling
-from .solvers.base import Solver, Terms
+from .solvers.base import Solver
 from .solvers.registry import get, names, resolve
 
 Tensor = torch.Tensor

@@ -9,7 +9,7 @@ problems with known solutions from :mod:`sdeflow.analytic`:
 * :func:`linear_odes`, :func:`ou_processes`, :func:`linear_sdes`, :func:`gbms`.
 
 Helpers, pointing :mod:`sdeflow.verify` at a solver given as a registered name, a solver class or
-an instance (e.g. your own ``RungeKutta`` subclass or ``SDESolver`` subclass):
+an instance (e.g. your own ``RungeKutta`` subclass or ``Solver`` subclass):
 
 * :func:`assert_order` -- measured order within ``tolerance`` of the theoretical one;
 * :func:`assert_moments` -- Monte Carlo mean/covariance within ``n_sigma`` standard errors of the
@@ -256,7 +256,7 @@ def assert_order(
     inst, _ = _solver_info(solver)
     if mode is not None and mode not in ("strong", "weak"):
         raise ValueError(f"mode: expected 'strong' or 'weak', got {mode!r}")
-    if not getattr(inst, "is_sde", False):
+    if not inst.caps.sde:
         res: Any = _vode.ode_order(inst, reference, expected=expected, tolerance=tolerance,
                                      **kwargs)
     else:
@@ -326,7 +326,7 @@ def assert_moments(
         reference = lin
     if isinstance(bias, str) and bias == "auto":
         linear = isinstance(reference, (_an.LinearSDE, _an.OrnsteinUhlenbeck))
-        fixed_step = getattr(inst, "is_sde", False) and not getattr(inst, "adaptive", False)
+        fixed_step = inst.caps.sde and not inst.caps.adaptive
         bias = "scheme" if linear and fixed_step else None
     if isinstance(bias, str) and bias == "scheme":
         # the scheme's own recursion is only a fair target if it converges to the moment

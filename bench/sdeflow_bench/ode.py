@@ -156,7 +156,7 @@ def ode_runs(case: ODECase, section: str, cfg: Config, notes: Notes) -> list[ODE
     runs: list[ODERun] = []
     if section == "ode_fixed":
         fixed = [n for n in _solvers.names(sde=False)
-                 if not getattr(_solvers.get(n), "adaptive", False)
+                 if not _solvers.get(n).caps.adaptive
                  and n in ("euler", "midpoint", "heun", "rk4")]
         for m in fixed:
             for n in case.steps:

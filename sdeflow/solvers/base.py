@@ -1,4 +1,4 @@
-"""The solver protocol: declared capabilities plus ``init`` / ``step`` (docs/math.md §3).
+"""The solver protocol: declared capabilities plus ``init`` / ``step`` (docs/math.md §11.1).
 
 A solver is a class with
 
@@ -44,7 +44,7 @@ REGISTRY: dict[str, type[Solver]] = {}
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a solver class can do; read by ``solve`` before any work (docs/math.md §3).
+    """What a solver class can do; read by ``solve`` before any work (docs/math.md §11.1).
 
     Attributes:
         sde: an SDE solver (else an ODE solver).

@@ -1,4 +1,4 @@
-"""Embedded Runge--Kutta pairs for adaptive step-size control (MATH.md §2), as data.
+"""Embedded Runge--Kutta pairs for adaptive step-size control (docs/math.md §3.3, §4.1), as data.
 
 Each pair is a :class:`~sdeflow.solvers.rk.ButcherTableau` with
 

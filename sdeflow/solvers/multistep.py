@@ -1,4 +1,4 @@
-"""Linear multistep methods on the stateful protocol (docs/math.md §4.4).
+"""Linear multistep methods on the stateful protocol (docs/math.md §11.2).
 
 :class:`AdamsBashforth3` -- the explicit three-step Adams method on any (also variable) grid:
 

@@ -1,4 +1,4 @@
-"""Explicit Runge--Kutta methods as data: one engine runs every Butcher tableau (MATH.md §2).
+"""Explicit Runge--Kutta methods as data: one engine runs every Butcher tableau (docs/math.md §3.1).
 
 A tableau (c, A, b) defines the step
 
@@ -85,7 +85,7 @@ class ButcherTableau:
 
 
 class RungeKutta(Solver, register=False):
-    """An explicit Runge--Kutta solver defined by its :class:`ButcherTableau` (docs/math.md §4).
+    """An explicit Runge--Kutta solver given by its :class:`ButcherTableau` (docs/math.md §3).
 
     Subclasses set ``name`` and ``tableau``; the capabilities follow from the tableau (order,
     embedded error order, FSAL, dense table). One step evaluates
@@ -176,7 +176,7 @@ class RungeKutta(Solver, register=False):
     def _fused_step(self, u: Field, tt: Sequence[Tensor], x: Tensor, h: float,
                     k0: Tensor | None) -> tuple[list[Tensor], Tensor, Tensor] | None:
         """One embedded step with the stages stacked in one ``[s, N]`` buffer (docs/math.md
-        §4.2): stage ``i``'s input is one matrix-vector product ``x + h K[:i]^T a_i`` into a
+        §11.4): stage ``i``'s input is one matrix-vector product ``x + h K[:i]^T a_i`` into a
         reused buffer, and the error ``h K^T b_err`` one more; no allocation besides the
         field's own outputs and ``x_new``. Only without autograd (``None`` when a field's
         output needs gradients: the caller takes the plain path)."""

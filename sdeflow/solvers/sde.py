@@ -1,4 +1,4 @@
-"""Fixed-step SDE schemes (MATH.md §2). ``h`` is the step, ``dW = W(t+h) - W(t)``.
+"""Fixed-step SDE schemes (docs/math.md §6). ``h`` is the step, ``dW = W(t+h) - W(t)``.
 
 * :class:`EulerMaruyama` -- ``x + h f + g dW``; Ito, every noise type; strong 0.5 (1.0 for additive
   noise), weak 1.0.
@@ -31,7 +31,7 @@ _ALL = ("diagonal", "scalar", "additive", "general")
 
 
 class EulerMaruyama(Solver, name="euler_maruyama"):
-    """Euler--Maruyama: ``x_new = x + h f(t, x) + g(t, x) dW`` (docs/math.md §6)."""
+    """Euler--Maruyama: ``x_new = x + h f(t, x) + g(t, x) dW`` (docs/math.md §6.1)."""
 
     caps = Capabilities(sde=True, order=1.0, noise_types=_ALL, kinds=("ito",),
                         **sde_orders({"diagonal": 0.5, "scalar": 0.5, "general": 0.5,
@@ -50,7 +50,7 @@ class EulerMaruyama(Solver, name="euler_maruyama"):
 
 
 class Milstein(Solver, name="milstein"):
-    """Milstein's scheme, Ito form, for diagonal, scalar and additive noise (docs/math.md §6).
+    """Milstein's scheme, Ito form, for diagonal, scalar and additive noise (docs/math.md §6.2).
 
     ``x + h f + g dW + 1/2 L (dW^2 - h)`` with ``L = J_g g`` (for diagonal noise, where ``g_i``
     depends on ``x`` only through ``x_i``, ``L_i = g_i dg_i/dx_i``). ``derivative``:
@@ -129,7 +129,7 @@ class Milstein(Solver, name="milstein"):
 def _g_and_jvp(g: Field, t: Tensor, x: Tensor, keep_graph: bool = True
                ) -> tuple[Tensor, Tensor]:
     """``(g(t, x), J_g(x) g(t, x))`` from one call of ``g``, by the double-vjp trick
-    (docs/math.md §6).
+    (docs/math.md §6.2).
 
     The graph is kept whenever autograd is enabled and ``keep_graph`` (the diffusion has
     trainable parameters, or ``x`` requires grad), so gradients reach ``x`` and the diffusion's
@@ -156,7 +156,7 @@ def _g_and_jvp(g: Field, t: Tensor, x: Tensor, keep_graph: bool = True
 
 
 class StochasticHeun(Solver, name="stochastic_heun"):
-    """Stochastic Heun for Stratonovich SDEs (docs/math.md §6).
+    """Stochastic Heun for Stratonovich SDEs (docs/math.md §6.3).
 
     ``x' = x + h f(t,x) + g(t,x) dW``;
     ``x_new = x + h/2 (f(t,x) + f(t+h,x')) + 1/2 (g(t,x) + g(t+h,x')) dW``.
@@ -197,7 +197,7 @@ class MilsteinStratonovich(Milstein, name="milstein_stratonovich"):
 
 @dataclass(frozen=True)
 class SRATableau:
-    """Coefficients of a Roessler SRA method for additive noise (MATH.md §2).
+    """Coefficients of a Roessler SRA method for additive noise (docs/math.md §6.4).
 
     Stages ``H_i = x + h sum_j A0_ij f(t + c0_j h, H_j) + sum_j B0_ij g(t + c1_j h) I10/h`` and
     ``x_new = x + h sum_i alpha_i f(t + c0_i h, H_i)
@@ -295,6 +295,6 @@ SRA1_TABLEAU = SRATableau(
 
 
 class SRA1(SRA, name="sra1"):
-    """Roessler's SRA1 for additive noise: strong order 1.5, weak order 2.0 (docs/math.md §6)."""
+    """Roessler's SRA1 for additive noise: strong order 1.5, weak order 2.0 (docs/math.md §6.4)."""
 
     tableau = SRA1_TABLEAU

@@ -89,7 +89,7 @@ def discrete_moments(solver: Any, reference: Any, t1: float, steps: int, x0: Ten
         ValueError: a bad argument, or a solver whose step is not affine on ``reference``.
     """
     inst, name = _solver_info(solver)
-    if not getattr(inst, "is_sde", False):
+    if not inst.caps.sde:
         raise ValueError(f"solver: {name!r} is an ODE solver; discrete moments need an SDE "
                          "solver")
     if not isinstance(x0, Tensor) or x0.dim() != 1:
@@ -144,7 +144,7 @@ def bias_order(
         x0 = lin.default_x0()
     x0 = x0.to(_F64).cpu()
     if expected is None:
-        expected = getattr(inst, "weak_order", None)
+        expected = inst.caps.weak(lin.noise)
     m, p = lin.mean(t1, x0), lin.covariance(t1)
     errors = []
     for n in steps:
@@ -198,7 +198,7 @@ def moments(
         n_sigma: ``passed`` requires every ``|z| <= n_sigma``.
     """
     inst, name = _solver_info(solver)
-    if not getattr(inst, "is_sde", False):
+    if not inst.caps.sde:
         raise ValueError(f"solver: {name!r} is an ODE solver; moments need an SDE solver")
     _check_reference_sde(reference)
     if not reference.has_moments:

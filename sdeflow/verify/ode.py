@@ -60,7 +60,7 @@ def ode_order(
     sizes are flagged in ``notes`` (choose fewer steps). Use float64 for orders above 2.
     """
     inst, name = _solver_info(solver)
-    if getattr(inst, "is_sde", False):
+    if inst.caps.sde:
         raise ValueError(f"solver: {name!r} is an SDE solver; use strong_order/weak_order")
     reference = _an.default_linear_ode() if reference is None else reference
     if not isinstance(reference, _an.LinearODE):
@@ -70,7 +70,7 @@ def ode_order(
     tolerance = _check_float(tolerance, "tolerance", positive=True)
     ci_level = _check_level(ci_level)
     if expected is None:
-        expected = getattr(inst, "order", None)
+        expected = inst.caps.order
     if steps is None:
         steps = _default_ode_steps(expected if expected is not None else 1.0)
     steps = [_check_int(n, "steps") for n in steps]

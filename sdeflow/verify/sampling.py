@@ -21,18 +21,13 @@ _F64 = torch.float64
 
 def _pick_problem(reference: Any, inst: Any) -> Any:
     """The form (Ito / Stratonovich) of ``reference``'s SDE that the solver accepts."""
-    fits = getattr(inst, "fits", None)
-    kinds = getattr(inst, "kinds", ("ito",))
-    for kind in ("ito", "stratonovich"):
-        if fits is not None:
-            ok = fits(reference.noise, kind)
-        else:
-            ok = kind in kinds and reference.noise in getattr(inst, "noise_types", ())
-        if ok:
+    caps = inst.caps
+    for kind in caps.kinds or ("ito",):
+        if caps.fits(reference.noise, kind):
             return reference.problem_as(kind)
     raise ValueError(
         f"solver: {getattr(inst, 'name', inst)!r} supports noise "
-        f"{getattr(inst, 'noise_types', '?')} and kinds {kinds}, which do not fit "
+        f"{caps.noise_types} and kinds {caps.kinds}, which do not fit "
         f"{reference.name} (noise {reference.noise!r})"
     )
 

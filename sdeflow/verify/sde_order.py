@@ -74,7 +74,7 @@ def strong_order(
         :class:`OrderResult` with ``mode="strong"``.
     """
     inst, name = _solver_info(solver)
-    if not getattr(inst, "is_sde", False):
+    if not inst.caps.sde:
         raise ValueError(f"solver: {name!r} is an ODE solver; use ode_order")
     _check_reference_sde(reference)
     n_paths = _check_int(n_paths, "n_paths", 2)
@@ -88,8 +88,7 @@ def strong_order(
     steps = _steps_from_dts(dts, t1)
     problem = _pick_problem(reference, inst)
     if expected is None:
-        sof = getattr(inst, "strong_order_for", None)
-        expected = sof(reference.noise) if sof is not None else getattr(inst, "strong_order", None)
+        expected = inst.for_kind(problem.kind).caps.strong(reference.noise)
     x0 = _initial(reference, x0, n_paths, dtype, device)
     xs, ref = _simulate_coupled(inst, reference, problem, steps, t1, x0, seed, chunk, n_fine)
     samples = torch.linalg.vector_norm(xs - ref, dim=-1).to(_F64).cpu()  # [K, n]
@@ -150,7 +149,7 @@ def weak_order(
         is within 3 standard errors of 0 (increase ``n_paths`` or use larger steps).
     """
     inst, name = _solver_info(solver)
-    if not getattr(inst, "is_sde", False):
+    if not inst.caps.sde:
         raise ValueError(f"solver: {name!r} is an ODE solver; use ode_order")
     _check_reference_sde(reference)
     n_paths = _check_int(n_paths, "n_paths", 2)
@@ -165,7 +164,7 @@ def weak_order(
     steps = _steps_from_dts(dts, t1)
     problem = _pick_problem(reference, inst)
     if expected is None:
-        expected = getattr(inst, "weak_order", None)
+        expected = inst.for_kind(problem.kind).caps.weak(reference.noise)
     fn = _second_moment if phi is None else phi
     x0 = _initial(reference, x0, n_paths, dtype, device)
     if coupled:

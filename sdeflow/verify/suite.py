@@ -115,13 +115,13 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
     seed = cfg["seed"]
     for spec in solvers:
         inst, _ = _solver_info(spec)
-        if getattr(inst, "is_sde", False) and getattr(inst, "adaptive", False):
+        if inst.caps.sde and inst.caps.adaptive:
             # its fixed-step behaviour is its base scheme's (checked there); check adaptivity
             emit(sde_tolerance_order(inst, n_paths=cfg["sde_tolerance_paths"], seed=seed))
             continue
-        if not getattr(inst, "is_sde", False):
+        if not inst.caps.sde:
             emit(ode_order(inst))
-            if getattr(inst, "adaptive", False):  # an error estimate: check adaptive use
+            if inst.caps.adaptive:  # an error estimate: check adaptive use
                 for prob in cfg["tolerance_problems"]:
                     emit(tolerance_proportionality(inst, prob))
             continue
@@ -130,7 +130,7 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
             if _fits(inst, ref):
                 emit(strong_order(inst, ref, cfg[key + "_dts"], cfg[key + "_paths"], seed,
                                   n_fine=cfg.get("n_fine")))
-        wo = getattr(inst, "weak_order", None)
+        wo = inst.caps.weak(cfg["gbm_weak"].noise)
         if wo is not None and wo <= 1.0 and _fits(inst, cfg["gbm_weak"]):
             emit(weak_order(inst, cfg["gbm_weak"], cfg["weak_dts"], cfg["weak_paths"], seed))
         lin = cfg["linear"]

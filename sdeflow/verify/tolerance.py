@@ -27,9 +27,9 @@ def default_tolerances(inst: Any) -> list[float]:
     """Five decades of tolerance (four for order <= 2) from ``10^-top``, chosen by the order of
     the error estimate ``q`` (``error_order`` when declared, else ``order - 1``): ``top = 2``
     for ``q = 1``, 3 for ``q = 2``, else 4."""
-    q = getattr(inst, "error_order", None)
+    q = inst.caps.error_order
     if q is None:
-        q = getattr(inst, "order", 5) - 1
+        q = (inst.caps.order or 5) - 1
     top = {1: 2, 2: 3}.get(int(round(q)), 4)
     n = 4 if q <= 1 else 5
     return [10.0 ** -(top + i) for i in range(n)]
@@ -58,7 +58,7 @@ def tolerance_proportionality(
         a :class:`ToleranceProportionality` with the fitted slope and ``passed``.
     """
     inst, name = _solver_info(solver)
-    if getattr(inst, "is_sde", False) or not getattr(inst, "adaptive", False):
+    if inst.caps.sde or not inst.caps.adaptive:
         raise ValueError(f"solver: expected an adaptive ODE solver (an embedded pair), got "
                          f"{name!r}")
     if tols is None:
@@ -108,7 +108,7 @@ def sde_tolerance_order(
     if reference is None:
         reference = _an.GeometricBrownianMotion(1.0, 1.0)
     problem = _pick_problem(reference, inst)
-    p = inst.strong_order_for(problem.noise)
+    p = inst.for_kind(problem.kind).caps.strong(problem.noise)
     if tols is None:
         tols = (1e-1, 5e-2, 2.5e-2, 1.25e-2) if p < 1 else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
     tl = _check_tols(tols)

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 import sdeflow as sf
 from sdeflow.analytic import expm
 from sdeflow.controllers import PIController
-from sdeflow.solvers import Terms
-from sdeflow.solvers import Bosh3, Dopri5, HeunEuler, Tsit5
+from sdeflow.solvers import Bosh3, Dopri5, HeunEuler, Terms, Tsit5
 from sdeflow.verify import tolerance_proportionality
 
 F64 = torch.float64

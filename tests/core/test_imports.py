@@ -23,11 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2] / "sdeflow"
 FORBIDDEN = ("sdeflow_generative", "sdeflow_bench", "bench", "plugins")
 
-# Edges that close a known cycle, to be removed when the cycle is gone (issue 8: the time loop
-# rewrite removes solve.py <-> adaptive.py). An edge here is (importer, imported).
-KNOWN_CYCLES: frozenset[tuple[str, str]] = frozenset({
-    ("sdeflow.adaptive", "sdeflow.solve"),
-})
+# Edges that close a known cycle, to be removed when the cycle is gone. An edge here is
+# (importer, imported). Empty since the one time loop removed solve.py <-> adaptive.py.
+KNOWN_CYCLES: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

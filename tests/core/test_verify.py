@@ -254,15 +254,14 @@ def test_sde_tolerance_order_matches_step_doubling_theory() -> None:
 
 def test_sde_tolerance_order_catches_a_wrongly_declared_order() -> None:
     """Euler--Maruyama declared as strong order 1 expects slope 2/3 but shows ~1/2: fails."""
+    from dataclasses import replace
+
     from sdeflow.solvers.adaptive_sde import StepDoubling
     from sdeflow.solvers.sde import EulerMaruyama
 
     class Overclaimed(EulerMaruyama):
-        strong_order = 1.0
-
-        @classmethod
-        def strong_order_for(cls, noise: str) -> float:
-            return 1.0
+        caps = replace(EulerMaruyama.caps, strong_order={n: 1.0 for n in
+                                                         EulerMaruyama.caps.noise_types})
 
     res = verify.sde_tolerance_order(StepDoubling(Overclaimed()), n_paths=500, seed=0,
                                   tols=(1e-1, 5e-2, 2.5e-2, 1.25e-2))
