@@ -6,7 +6,7 @@ and its :class:`Solution`, the solver registry ``sdeflow.solvers``, and the veri
 """
 
 from . import solvers
-from .brownian import BrownianPath
+from .brownian import BrownianPath, BrownianTree
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .problems import ODE, SDE
 from .solution import Solution
@@ -29,7 +29,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "ODE", "SDE", "BrownianPath", "solve", "Solution", "solvers", "SolverError",
+    "ODE", "SDE", "BrownianPath", "BrownianTree", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
     "PIController",
 ]

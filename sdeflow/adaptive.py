@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .brownian import BrownianPath
+from .brownian import BrownianPath, BrownianTree, check_compatible
 from .control import PIController, initial_step
 from .errors import MaxStepsError, NonFiniteError, StepSizeError
 from .problems import ODE, SDE, Field
@@ -476,7 +476,7 @@ def solve_adaptive(
     rtol: float | None,
     atol: float | None,
     seed: int | None,
-    brownian: BrownianPath | None,
+    brownian: BrownianPath | BrownianTree | None,
     **options: Any,
 ) -> Solution:
     """Adaptive solve from ``t_start`` to ``t_end``, saving at ``outputs`` (called by ``solve``).
@@ -664,7 +664,7 @@ def _solve_ode(problem: ODE, x0: Tensor, slv: RungeKutta, t0: float, t1: float,
 # -------------------------------------------------------------------------------------- SDEs
 def _solve_sde(problem: SDE, x0: Tensor, slv: StepDoubling, t0: float, t1: float,
                outputs: list[float], has_ts: bool, save_all: bool, o: _Options,
-               seed: int | None, brownian: BrownianPath | None) -> Solution:
+               seed: int | None, brownian: BrownianPath | BrownianTree | None) -> Solution:
     from .solve import _checked, _general_shape, _same_shape  # noqa: PLC0415
 
     base = slv.base
@@ -688,12 +688,7 @@ def _solve_sde(problem: SDE, x0: Tensor, slv: StepDoubling, t0: float, t1: float
     bshape = problem.brownian_shape(x0.shape, m)
     lo, hi = min(t0, t1), max(t0, t1)
     if brownian is not None:
-        if tuple(brownian.shape) != tuple(bshape):
-            raise ValueError(f"brownian: path shape {tuple(brownian.shape)} does not match the "
-                             f"Brownian shape {tuple(bshape)} this problem needs")
-        if lo < brownian.t0 or hi > brownian.t1:
-            raise ValueError(f"brownian: path lives on [{brownian.t0}, {brownian.t1}] but the "
-                             f"solve spans [{lo}, {hi}]")
+        check_compatible(brownian, bshape, x0.dtype, x0.device, (t0, t1))
         bm = brownian
     else:
         bm = BrownianPath(bshape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype, device=x0.device)
@@ -726,9 +721,6 @@ def _solve_sde(problem: SDE, x0: Tensor, slv: StepDoubling, t0: float, t1: float
             tt = tuple(right if i in zeros_at else v for i, v in enumerate(tt))
         return tt
 
-    def cast(z: Tensor) -> Tensor:
-        return z if z.dtype == x0.dtype and z.device == x0.device else z.to(x0)
-
     h_abs = min(max(o.dt0 if o.dt0 is not None else SDE_DT0_FRACTION * abs(t1 - t0), dt_min),
                 dt_max)
     t, x = t0, x0
@@ -750,8 +742,7 @@ def _solve_sde(problem: SDE, x0: Tensor, slv: StepDoubling, t0: float, t1: float
             t_new, landed = t + h, False
         at_jump = landed and t_new in jumps
         t_mid = t + 0.5 * h
-        dw, it = bm.grid([t, t_mid, t_new])
-        dw, it = cast(dw), cast(it)
+        dw, it = bm.grid([t, t_mid, t_new], space_time=space_time)
         hh = 0.5 * h
         dw_full = dw[0] + dw[1]
         if space_time:

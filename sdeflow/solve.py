@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import solvers as _solvers
-from .brownian import BrownianPath
+from .brownian import BrownianPath, BrownianTree, SeededNoise, check_compatible
 from .control import fixed_grid
 from .errors import NonFiniteError
 from .problems import ODE, SDE, Field
@@ -40,7 +40,7 @@ def solve(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int | None = None,
-    brownian: BrownianPath | None = None,
+    brownian: BrownianPath | BrownianTree | None = None,
     save_all: bool = False,
     **adaptive: Any,
 ) -> Solution:
@@ -250,7 +250,8 @@ class _Noise:
     """Brownian increments (and space-time integrals) for the steps of a fixed grid."""
 
     def __init__(self, grid: list[float], shape: tuple[int, ...], space_time: bool,
-                 x0: Tensor, seed: int | None, brownian: BrownianPath | None) -> None:
+                 x0: Tensor, seed: int | None,
+                 brownian: BrownianPath | BrownianTree | None) -> None:
         self.shape, self.space_time = shape, space_time
         self.dtype, self.device = x0.dtype, x0.device
         h = torch.tensor([b - a for a, b in zip(grid[:-1], grid[1:])], dtype=torch.float64)
@@ -258,44 +259,29 @@ class _Noise:
         self.h = h.to(self.dtype).to(self.device).view(view)
         self.sqrt_h = h.abs().sqrt().to(self.dtype).to(self.device).view(view)
         self.full: tuple[Tensor, ...] | None = None
+        self.h64 = h
         if brownian is not None:
-            if tuple(brownian.shape) != tuple(shape):
-                raise ValueError(f"brownian: path shape {tuple(brownian.shape)} does not match "
-                                 f"the Brownian shape {tuple(shape)} this problem needs")
-            lo, hi = min(grid[0], grid[-1]), max(grid[0], grid[-1])
-            if lo < brownian.t0 or hi > brownian.t1:
-                raise ValueError(f"brownian: path lives on [{brownian.t0}, {brownian.t1}] but "
-                                 f"the solve spans [{lo}, {hi}]")
+            check_compatible(brownian, shape, self.dtype, self.device, (grid[0], grid[-1]))
             dw, it = brownian.grid(grid, space_time=space_time)
-            self.full = (dw.to(self.dtype),) if it is None else (dw.to(self.dtype),
-                                                                 it.to(self.dtype))
+            self.full = (dw,) if it is None else (dw, it)
         else:
-            if seed is None:
-                seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-            self.gen = torch.Generator(device=self.device)
-            self.gen.manual_seed(seed)
+            # rows from (seed, step, row): bit-identical under batch_slice (sdeflow.brownian)
+            self.src = SeededNoise(shape, seed, self.dtype, self.device)
 
     def block(self, i: int, j: int) -> list[tuple[Tensor, ...]]:
         """Noise tuples for steps ``i .. j-1``."""
         if self.full is not None:
             parts = [p[i:j] for p in self.full]
         else:
-            z = torch.randn((j - i, *self.shape), generator=self.gen, dtype=self.dtype,
-                            device=self.device)
-            dw = z.mul_(self.sqrt_h[i:j])
-            parts = [dw]
-            if self.space_time:
-                # I10 = h/2 (dW + sqrt(|h|/3) zeta)   (MATH.md §2)
-                zeta = torch.randn((j - i, *self.shape), generator=self.gen, dtype=self.dtype,
-                                   device=self.device)
-                parts.append((dw + zeta * (self.sqrt_h[i:j] / math.sqrt(3.0))) * (self.h[i:j] / 2))
+            dw, it = self.src.increments(self.h64[i:j], self.space_time)
+            parts = [dw] if it is None else [dw, it]
         if len(parts) == 1:
             return [(d,) for d in parts[0].unbind(0)]
         return list(zip(*(p.unbind(0) for p in parts)))
 
 
 def _fixed(problem: ODE | SDE, x0: Tensor, slv: Solver, grid: list[float], out_index: list[int],
-           seed: int | None, brownian: BrownianPath | None) -> Solution:
+           seed: int | None, brownian: BrownianPath | BrownianTree | None) -> Solution:
     n = len(grid) - 1
     dtype, device = x0.dtype, x0.device
     g64 = torch.tensor(grid, dtype=torch.float64)

@@ -68,9 +68,9 @@ def test_rejected_steps_requery_the_same_path() -> None:
     calls: list[list[float]] = []
 
     class Spy(sf.BrownianPath):
-        def grid(self, ts):  # type: ignore[override]
+        def grid(self, ts, space_time=False):  # type: ignore[override]
             calls.append([float(v) for v in ts])
-            return super().grid(ts)
+            return super().grid(ts, space_time)
 
     n = 50
     bm = Spy((n, 1), seed=5, dtype=F64)
