@@ -124,25 +124,24 @@ class BrownianTree:
         """Per time: the target node's depth and index, and the local position x in [0, 1].
 
         The target is the shallowest node whose left end is ``t`` (``x = 0``), else the leaf
-        containing ``t``; ``t0`` and ``t1`` are the root's ends (``x = 0`` and ``x = 1``)."""
-        q = t.size
-        tdep = np.zeros(q, dtype=np.int64)
-        tj = np.zeros(q, dtype=np.int64)
-        done = (t == self.t0) | (t == self.t1)
-        y = (t - self.t0) / (self.t1 - self.t0)
-        for d in range(1, self.depth + 1):
-            act = ~done
-            if not act.any():
-                break
-            n = 1 << d
-            j = np.clip(np.floor(y * n).astype(np.int64), 0, n - 1)
-            j = np.where(t < self._edge(d, j), j - 1, j)
-            j = np.clip(np.where(t >= self._edge(d, j + 1), j + 1, j), 0, n - 1)
-            tj[act], tdep[act] = j[act], d
-            done |= act & (self._edge(d, j) == t)
+        containing ``t``; ``t0`` and ``t1`` are the root's ends (``x = 0`` and ``x = 1``).
+        Edges are ``t0 + T (j / 2^d)`` in float64; the edges of depth d are among those of
+        depth D, so the leaf index ``jD`` determines every ancestor (``jD >> (D - d)``)."""
+        big = self.depth
+        n = 1 << big
+        j = np.clip(np.floor((t - self.t0) / (self.t1 - self.t0) * n).astype(np.int64), 0, n - 1)
+        j = np.where(t < self._edge(big, j), j - 1, j)
+        j = np.clip(np.where(t >= self._edge(big, j + 1), j + 1, j), 0, n - 1)
+        hit = self._edge(big, j) == t
+        low = j & -j                                           # lowest set bit (0 for j = 0)
+        tz = np.where(low > 0, np.log2(np.maximum(low, 1)).astype(np.int64), big)
+        tdep = np.where(hit, big - tz, big)
+        tj = np.where(hit, j >> tz, j)
+        ends = (t == self.t0) | (t == self.t1)
+        tdep[ends], tj[ends] = 0, 0
         left = self.t0 + (self.t1 - self.t0) * (tj / 2.0**tdep)
         x = (t - left) / ((self.t1 - self.t0) / 2.0**tdep)
-        x[left == t] = 0.0
+        x[hit | (t == self.t0)] = 0.0
         x[t == self.t1] = 1.0
         return tdep, tj, x
 
