@@ -80,8 +80,12 @@ def keys_for(base: int, ids: Tensor) -> Tensor:
 
 
 def element_counters(start: int, stop: int, device: torch.device) -> Tensor:
-    """``[stop - start]`` int64 counters ``e * GOLDEN`` of the global element indices."""
-    return torch.arange(start, stop, dtype=torch.int64, device=device) * GOLDEN
+    """Int64 counters ``e * GOLDEN`` of the global element indices ``start .. stop-1``, padded
+    with zeros to a multiple of :data:`_PAD` (pass ``n=stop - start`` to :func:`normals`)."""
+    n = stop - start
+    out = torch.zeros(-(-max(n, 1) // _PAD) * _PAD, dtype=torch.int64, device=device)
+    torch.mul(torch.arange(start, stop, dtype=torch.int64, device=device), GOLDEN, out=out[:n])
+    return out
 
 
 def _pieces(n: int, device: torch.device) -> list[tuple[int, int]]:
@@ -90,11 +94,13 @@ def _pieces(n: int, device: torch.device) -> list[tuple[int, int]]:
     return [(i, min(n, i + _GRAIN)) for i in range(0, n, _GRAIN)]
 
 
-def normals(keys: Tensor, elems: Tensor, dtype: torch.dtype, pair: bool) -> Tensor:
+def normals(keys: Tensor, elems: Tensor, dtype: torch.dtype, pair: bool,
+            n: int | None = None) -> Tensor:
     """Standard normals addressed by (key, element counter).
 
     Args:
-        keys: ``[K]`` int64 keys; elems: ``[E]`` int64 element counters (``element_counters``).
+        keys: ``[K]`` int64 keys; elems: ``[E]`` int64 element counters (``element_counters``,
+            whose padding is dropped when ``n``, the number of real entries, is given).
         dtype: float64 computes in float64, any other floating dtype in float32 (then cast).
         pair: also return the second (sine) normal of each entry.
 
@@ -102,10 +108,14 @@ def normals(keys: Tensor, elems: Tensor, dtype: torch.dtype, pair: bool) -> Tens
         ``[K, E]``, or ``[2, K, E]`` with ``pair`` (``[0]`` the cosine, ``[1]`` the sine normal).
     """
     cdt = torch.float64 if dtype == torch.float64 else torch.float32
-    k, e = keys.numel(), elems.numel()
-    ep = -(-max(e, 1) // _PAD) * _PAD
-    if ep != e:
-        elems = torch.cat([elems, elems.new_zeros(ep - e)])
+    k = keys.numel()
+    if n is not None and elems.numel() % _PAD == 0:
+        e, ep = n, elems.numel()               # counters padded by element_counters
+    else:
+        e = elems.numel()
+        ep = -(-max(e, 1) // _PAD) * _PAD
+        if ep != e:
+            elems = torch.cat([elems, elems.new_zeros(ep - e)])
     x = keys.view(-1, 1) + elems.view(1, -1)
     mix_(x)
     if cdt == torch.float64:

@@ -52,6 +52,7 @@ class SeededNoise:
         self.step = 0
         self._key = key(self.seed, _STREAM)
         self._elems = self.rows.counters(self.device)
+        self._n = self.rows.numel
 
     def increments(self, h: Tensor | Sequence[float], space_time: bool = False
                    ) -> tuple[Tensor, Tensor | None]:
@@ -67,7 +68,8 @@ class SeededNoise:
         hh = torch.as_tensor(h, dtype=torch.float64).reshape(-1)
         n = hh.numel()
         ids = torch.arange(self.step, self.step + n, dtype=torch.int64, device=self.device)
-        z = normals(keys_for(self._key, ids), self._elems, self.dtype, pair=space_time)
+        z = normals(keys_for(self._key, ids), self._elems, self.dtype, pair=space_time,
+                    n=self._n)
         self.step += n
         sq = hh.abs().sqrt()
         col = (n,) + (1,) * max(0, len(self.shape) - 1) if self.shape else (n,)

@@ -132,6 +132,7 @@ class BrownianPath:
         self.shape = torch.Size(self._rows.shape)
         self._shp = tuple(self.shape)
         self._elems = self._rows.counters(self.device)
+        self._n = self._rows.numel
         self._key = key(self.seed, _STREAM)
         self._draws = 0
         self._w = _Arena(self._shp, self.dtype, self.device)
@@ -148,7 +149,7 @@ class BrownianPath:
         ids = torch.arange(n, dtype=torch.int64, device=self.device)
         keys = keys_for(key(self._key, self._draws), ids)
         self._draws += 1
-        z = normals(keys, self._elems, self.dtype, pair)
+        z = normals(keys, self._elems, self.dtype, pair, n=self._n)
         return z.reshape(((2,) if pair else ()) + (n, *self._shp))
 
     def _col(self, v: np.ndarray) -> Tensor:

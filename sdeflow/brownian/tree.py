@@ -107,10 +107,11 @@ class BrownianTree:
         self._shp = tuple(self.shape)
         self._e = self._rows.numel
         self._elems = self._rows.counters(self.device)
+        self._n = self._rows.numel
         self._key = key(self.seed, _STREAM)
         self._cache: dict[int, Tensor] = {}   # heap id -> [4, E] (W_a, A_a, dW, H), float64
         z = normals(keys_for(self._key, torch.zeros(1, dtype=torch.int64, device=self.device)),
-                    self._elems, _F64, pair=True)[:, 0]
+                    self._elems, _F64, pair=True, n=self._n)[:, 0]
         root = torch.zeros((4, self._e), dtype=_F64, device=self.device)
         root[2] = z[0] * math.sqrt(span)
         root[3] = z[1] * math.sqrt(span / 12.0)
@@ -179,7 +180,7 @@ class BrownianTree:
             return known
         split_ids = np.concatenate([p for _, _, p in plan])
         z = normals(keys_for(self._key, torch.as_tensor(split_ids, device=self.device)),
-                    self._elems, _F64, pair=True)                      # [2, M, E]
+                    self._elems, _F64, pair=True, n=self._n)  # [2, M, E]
         row = 0
         for d, miss, par in plan:
             pstate = torch.stack([known[int(p)] for p in par])

@@ -229,10 +229,10 @@ def test_a_users_path_keeps_what_it_was_asked() -> None:
 
 def test_release_keeps_memory_bounded_in_a_forward_sweep() -> None:
     """An owned path asked step-doubling queries [t, t + h/2, t + h] with a release behind t
-    after each step holds a few rows whatever the number of steps (4,096 steps here)."""
+    after each step holds a few rows whatever the number of steps (1,024 steps here)."""
     bm = sf.BrownianPath((1000, 2), seed=0, dtype=F64)
     row = 1000 * 2 * 8
-    n = 4096
+    n = 1024
     h = 1.0 / n
     peak = 0
     for k in range(n):
