@@ -255,11 +255,8 @@ class _Noise:
         self.shape, self.space_time = shape, space_time
         self.dtype, self.device = x0.dtype, x0.device
         h = torch.tensor([b - a for a, b in zip(grid[:-1], grid[1:])], dtype=torch.float64)
-        view = (-1,) + (1,) * len(shape)
-        self.h = h.to(self.dtype).to(self.device).view(view)
-        self.sqrt_h = h.abs().sqrt().to(self.dtype).to(self.device).view(view)
         self.full: tuple[Tensor, ...] | None = None
-        self.h64 = h
+        self.h64 = h  # [n] float64 step sizes
         if brownian is not None:
             check_compatible(brownian, shape, self.dtype, self.device, (grid[0], grid[-1]))
             dw, it = brownian.grid(grid, space_time=space_time)
