@@ -37,6 +37,7 @@ _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
 _PAD = 64          # entries: a multiple of every CPU kernel's unrolled vector width
 _GRAIN = 32768     # torch's intra-op grain size: smaller pieces never split across threads
+_CHUNK = 1 << 17   # entries per batch of rows (cache-sized temporaries)
 
 
 def _signed(v: int) -> int:
@@ -94,6 +95,31 @@ def _pieces(n: int, device: torch.device) -> list[tuple[int, int]]:
     return [(i, min(n, i + _GRAIN)) for i in range(0, n, _GRAIN)]
 
 
+def _fill(keys: Tensor, elems: Tensor, cdt: torch.dtype, o0: Tensor, o1: Tensor | None
+          ) -> None:
+    """Box-Muller normals of the rows ``keys`` into ``o0`` (cosine) and ``o1`` (sine)."""
+    x = keys.view(-1, 1) + elems.view(1, -1)
+    mix_(x)
+    if cdt == torch.float64:
+        u1 = (x >> 32).to(cdt).add_(2.0**31 + 0.5).mul_(2.0**-32)
+        u2 = (x & 0xFFFFFFFF).to(cdt).mul_(2.0 * math.pi * 2.0**-32)
+    else:
+        u1 = ((x >> 41) & 0x7FFFFF).to(cdt).add_(0.5).mul_(2.0**-23)
+        u2 = (x & 0xFFFFFF).to(cdt).mul_(2.0 * math.pi * 2.0**-24)
+    del x
+    flat1, flat2, f0 = u1.view(-1), u2.view(-1), o0.view(-1)
+    f1 = o1.view(-1) if o1 is not None else None
+    for a, b in _pieces(flat1.numel(), keys.device):
+        flat1[a:b].log_()
+        torch.cos(flat2[a:b], out=f0[a:b])
+        if f1 is not None:
+            torch.sin(flat2[a:b], out=f1[a:b])
+    r = u1.mul_(-2.0).sqrt_()
+    o0.mul_(r)
+    if o1 is not None:
+        o1.mul_(r)
+
+
 def normals(keys: Tensor, elems: Tensor, dtype: torch.dtype, pair: bool,
             n: int | None = None) -> Tensor:
     """Standard normals addressed by (key, element counter).
@@ -116,25 +142,12 @@ def normals(keys: Tensor, elems: Tensor, dtype: torch.dtype, pair: bool,
         ep = -(-max(e, 1) // _PAD) * _PAD
         if ep != e:
             elems = torch.cat([elems, elems.new_zeros(ep - e)])
-    x = keys.view(-1, 1) + elems.view(1, -1)
-    mix_(x)
-    if cdt == torch.float64:
-        u1 = (x >> 32).to(cdt).add_(2.0**31 + 0.5).mul_(2.0**-32)
-        u2 = (x & 0xFFFFFFFF).to(cdt).mul_(2.0 * math.pi * 2.0**-32)
-    else:
-        u1 = ((x >> 41) & 0x7FFFFF).to(cdt).add_(0.5).mul_(2.0**-23)
-        u2 = (x & 0xFFFFFF).to(cdt).mul_(2.0 * math.pi * 2.0**-24)
-    del x
-    flat1, flat2 = u1.view(-1), u2.view(-1)
     out = torch.empty((2, k, ep) if pair else (k, ep), dtype=cdt, device=keys.device)
-    o0 = (out[0] if pair else out).view(-1)
-    o1 = out[1].view(-1) if pair else None
-    for a, b in _pieces(flat1.numel(), keys.device):
-        flat1[a:b].log_()
-        torch.cos(flat2[a:b], out=o0[a:b])
-        if o1 is not None:
-            torch.sin(flat2[a:b], out=o1[a:b])
-    out.mul_(u1.mul_(-2.0).sqrt_())
+    rows = max(1, _CHUNK // ep)  # cache-sized temporaries: a few rows of keys at a time
+    for r0 in range(0, k, rows):
+        r1 = min(k, r0 + rows)
+        _fill(keys[r0:r1], elems, cdt, out[0, r0:r1] if pair else out[r0:r1],
+              out[1, r0:r1] if pair else None)
     if ep != e:
         out = out[..., :e]
     if cdt != dtype:

@@ -68,18 +68,22 @@ class _Arena:
         self.data = torch.empty((0, *shape), dtype=dtype, device=device)
         self.used = 0
 
-    def append(self, rows: Tensor) -> np.ndarray:
-        m = rows.shape[0]
+    def reserve(self, m: int) -> Tensor:
+        """Claim the next ``m`` rows; return them (a view to write into)."""
         need = self.used + m
         if need > self.data.shape[0]:
             cap = max(_MIN_CAP, need, 2 * self.data.shape[0])
             new = torch.empty((cap, *self.shape), dtype=self.dtype, device=self.device)
             new[: self.used] = self.data[: self.used]
             self.data = new
-        self.data[self.used: need] = rows
-        slots = np.arange(self.used, need, dtype=np.int64)
+        view = self.data[self.used: need]
         self.used = need
-        return slots
+        return view
+
+    def append(self, rows: Tensor) -> np.ndarray:
+        m = rows.shape[0]
+        self.reserve(m).copy_(rows)
+        return np.arange(self.used - m, self.used, dtype=np.int64)
 
     def compact(self, live: np.ndarray) -> np.ndarray:
         """Keep only the rows ``live`` (sorted unique slots); return the old->new map."""
@@ -144,13 +148,18 @@ class BrownianPath:
         self._lo, self._hi = self.t0, self.t1      # queryable range (shrinks on release)
 
     # ------------------------------------------------------------------ drawing
-    def _normals(self, n: int, pair: bool) -> Tensor:
-        """``[n, *shape]`` (or ``[2, n, *shape]``) normals of the next draw of this path."""
+    def _draw_keys(self, n: int) -> Tensor:
+        """Keys ``[n]`` of the next draw of this path (its children 0 .. n-1)."""
         ids = torch.arange(n, dtype=torch.int64, device=self.device)
         keys = keys_for(key(self._key, self._draws), ids)
         self._draws += 1
+        return keys
+
+    def _normals(self, n: int, pair: bool, keys: Tensor | None = None) -> Tensor:
+        """``[n, *shape]`` (or ``[2, n, *shape]``) normals of the next draw of this path."""
+        keys = self._draw_keys(n) if keys is None else keys
         z = normals(keys, self._elems, self.dtype, pair, n=self._n)
-        return z.reshape(((2,) if pair else ()) + (n, *self._shp))
+        return z.reshape(((2,) if pair else ()) + (keys.numel(), *self._shp))
 
     def _col(self, v: np.ndarray) -> Tensor:
         return torch.as_tensor(v, dtype=torch.float64).to(
@@ -183,11 +192,22 @@ class BrownianPath:
             self._extend(ext)
 
     def _extend(self, ext: np.ndarray) -> None:
+        """Independent increments after the last stored time: one draw, generated in chunks of
+        about 2^19 numbers written straight into the arena (cache-sized temporaries)."""
         edges = np.concatenate([self._t[-1:], ext])
-        z = self._normals(ext.size, pair=False)
-        dw = z.mul_(self._col(np.sqrt(np.diff(edges))))
-        w = torch.cumsum(dw, 0).add_(self._w.rows(self._ws[-1:]))
-        slots = self._w.append(w)
+        sq = np.sqrt(np.diff(edges))
+        m = ext.size
+        keys = self._draw_keys(m)
+        prev = self._w.rows(self._ws[-1:])[0]
+        start = self._w.used
+        dest = self._w.reserve(m)
+        step = max(1, (1 << 19) // max(1, self._n))
+        for c0 in range(0, m, step):
+            c1 = min(m, c0 + step)
+            dw = self._normals(c1 - c0, False, keys[c0:c1]).mul_(self._col(sq[c0:c1]))
+            for i in range(c1 - c0):   # a running sum row by row (cumsum over dim 0 is slow)
+                prev = torch.add(prev, dw[i], out=dest[c0 + i])
+        slots = np.arange(start, start + m, dtype=np.int64)
         self._t = np.concatenate([self._t, ext])
         self._ws = np.concatenate([self._ws, slots])
         self._is = np.concatenate([self._is, np.full(ext.size, -1, dtype=np.int64)])

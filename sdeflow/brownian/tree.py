@@ -149,16 +149,28 @@ class BrownianTree:
     # ------------------------------------------------------------------ nodes
     def _split(self, parents: Tensor, z: Tensor, depth: int) -> tuple[Tensor, Tensor]:
         """Children ``(left, right)``, each ``[m, 4, E]``, of parents ``[m, 4, E]`` at ``depth``
-        with their split normals ``z [2, m, E]``."""
+        with their split normals ``z [2, m, E]`` (one elementwise op per term, written in
+        place: the same rounding whatever the batch)."""
         h = (self.t1 - self.t0) / 2.0**depth
-        wa, aa, dw, hh = parents.unbind(1)
-        dwl = dw * 0.5 + hh * 1.5 + z[1] * (math.sqrt(h) / 4)
-        a = hh * 0.25 - z[1] * (math.sqrt(h) / 8)
-        b = z[0] * math.sqrt(h / 48)
         k = h / 2
-        il = (a + b + dwl * 0.5) * k
-        left = torch.stack([wa, aa, dwl, a + b], 1)
-        right = torch.stack([wa + dwl, aa + wa * k + il, dw - dwl, a - b], 1)
+        wa, aa, dw, hh = parents.unbind(1)
+        left = torch.empty_like(parents)
+        right = torch.empty_like(parents)
+        lw, la, ld, lh = left.unbind(1)
+        rw, ra, rd, rh = right.unbind(1)
+        lw.copy_(wa)
+        la.copy_(aa)
+        torch.mul(dw, 0.5, out=ld)                      # dW_L = dW/2 + 3/2 H + sqrt(h)/4 z2
+        ld.add_(hh * 1.5).add_(z[1] * (math.sqrt(h) / 4))
+        torch.mul(hh, 0.25, out=rh)                     # a = H/4 - sqrt(h)/8 z2
+        rh.sub_(z[1] * (math.sqrt(h) / 8))
+        b = z[0] * math.sqrt(h / 48)
+        torch.add(rh, b, out=lh)                        # H_L = a + b, H_R = a - b
+        rh.sub_(b)
+        torch.add(wa, ld, out=rw)                       # W at the midpoint
+        torch.mul(ld, 0.5, out=ra)                      # A_mid = A_a + k W_a + k (H_L + dW_L/2)
+        ra.add_(lh).mul_(k).add_(wa * k).add_(aa)
+        torch.sub(dw, ld, out=rd)
         return left, right
 
     def _nodes(self, tdep: np.ndarray, tj: np.ndarray) -> dict[int, Tensor]:
@@ -266,12 +278,20 @@ class BrownianTree:
         if not ((d > 0).all() or (d < 0).all()):
             raise ValueError("ts: expected strictly monotone times (all increasing or all "
                              "decreasing)")
-        w, a = self._resolve(arr)
-        dw = self._out(w[1:] - w[:-1])
-        if not space_time:
-            return dw, None
-        h = torch.as_tensor(d, dtype=_F64, device=self.device).view(-1, 1)
-        return dw, self._out(a[1:] - a[:-1] - w[:-1] * h)
+        n = arr.size - 1
+        dw = torch.empty((n, *self._shp), dtype=self.dtype, device=self.device)
+        it = torch.empty_like(dw) if space_time else None
+        # consecutive chunks of times (sharing their end points) keep the temporaries
+        # cache-sized; the cached descent carries over from one chunk to the next
+        step = max(2, (1 << 18) // max(1, self._e))
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
+            w, a = self._resolve(arr[c0: c1 + 1])
+            dw[c0:c1] = (w[1:] - w[:-1]).view(c1 - c0, *self._shp)
+            if it is not None:
+                h = torch.as_tensor(d[c0:c1], dtype=_F64, device=self.device).view(-1, 1)
+                it[c0:c1] = (a[1:] - a[:-1] - w[:-1] * h).view(c1 - c0, *self._shp)
+        return dw, it
 
     def release_before(self, t: TimeLike) -> None:
         """A no-op: the tree stores nothing that grows with the queries."""
