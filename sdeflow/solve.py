@@ -255,20 +255,19 @@ class _Noise:
         self.shape, self.space_time = shape, space_time
         self.dtype, self.device = x0.dtype, x0.device
         h = torch.tensor([b - a for a, b in zip(grid[:-1], grid[1:])], dtype=torch.float64)
-        self.full: tuple[Tensor, ...] | None = None
         self.h64 = h  # [n] float64 step sizes
+        self.grid, self.bm = grid, brownian
         if brownian is not None:
             check_compatible(brownian, shape, self.dtype, self.device, (grid[0], grid[-1]))
-            dw, it = brownian.grid(grid, space_time=space_time)
-            self.full = (dw,) if it is None else (dw, it)
         else:
             # rows from (seed, step, row): bit-identical under batch_slice (sdeflow.brownian)
             self.src = SeededNoise(shape, seed, self.dtype, self.device)
 
     def block(self, i: int, j: int) -> list[tuple[Tensor, ...]]:
         """Noise tuples for steps ``i .. j-1``."""
-        if self.full is not None:
-            parts = [p[i:j] for p in self.full]
+        if self.bm is not None:  # one batched query per block of steps
+            dw, it = self.bm.grid(self.grid[i:j + 1], space_time=self.space_time)
+            parts = [dw] if it is None else [dw, it]
         else:
             dw, it = self.src.increments(self.h64[i:j], self.space_time)
             parts = [dw] if it is None else [dw, it]
