@@ -1,13 +1,14 @@
 """sdeflow: ODE and SDE solvers for PyTorch, verified against exact solutions.
 
-The public face: problems (:class:`ODE`, :class:`SDE`), Brownian motion (:class:`BrownianPath`),
+The public face: problems (:class:`ODE`, :class:`SDE`), Brownian motion (:class:`BrownianPath`,
+:class:`BrownianTree`),
 :func:`solve` and its :class:`Solution`, the step-size controllers (:class:`ConstantController`,
 :class:`PIController`), the solver registry ``sdeflow.solvers``, and the verification kit
 (``sdeflow.analytic``, ``sdeflow.verify``, ``sdeflow.testing``).
 """
 
 from . import solvers
-from .brownian import BrownianPath
+from .brownian import BrownianPath, BrownianTree
 from .controllers import ConstantController, PIController
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .problems import ODE, SDE
@@ -27,7 +28,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "ODE", "SDE", "BrownianPath", "solve", "Solution", "solvers", "SolverError",
+    "ODE", "SDE", "BrownianPath", "BrownianTree", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
     "PIController", "ConstantController",
 ]

@@ -369,28 +369,16 @@ def _general_any(out: Tensor, x: Tensor) -> str | None:
 
 
 def _check_brownian(bm: Any, p: SDE, x0: Tensor, t0: float) -> None:
-    need = ("shape", "t0", "t1", "grid")
-    if isinstance(bm, Tensor) or not all(hasattr(bm, a) for a in need):
+    """Type and noise-shape checks of ``brownian`` (dtype, device and span: ``check_span``)."""
+    if isinstance(bm, Tensor) or not hasattr(bm, "shape") or not hasattr(bm, "grid"):
         raise TypeError(f"brownian: expected an sdeflow BrownianPath or BrownianTree, got "
                         f"{type(bm).__name__}")
+
+
+def check_span(bm: Any, p: SDE, x0: Tensor, t0: float, t1: float) -> None:
+    """``brownian`` fits the problem's Brownian shape, the state's dtype/device and the span."""
+    from .brownian import check_compatible  # noqa: PLC0415  (only SDE solves with a path)
+
     shape = tuple(bm.shape)
     m = shape[-1] if p.noise == "general" and shape else None
-    want = tuple(p.brownian_shape(x0.shape, m))
-    if shape != want:
-        raise ValueError(f"brownian: path shape {shape} does not match the Brownian shape "
-                         f"{want} this problem needs (noise={p.noise!r})")
-    dtype = getattr(bm, "dtype", None)
-    if dtype is not None and dtype != x0.dtype:
-        raise ValueError(f"brownian: the path's dtype {dtype} differs from x0's {x0.dtype}; "
-                         f"build the path with dtype={x0.dtype} (no silent cast)")
-    dev = getattr(bm, "device", None)
-    if dev is not None and torch.device(dev) != x0.device:
-        raise ValueError(f"brownian: the path lives on {dev} but x0 on {x0.device}; build it "
-                         f"with device=x0.device")
-
-
-def check_span(bm: Any, t0: float, t1: float) -> None:
-    lo, hi = min(t0, t1), max(t0, t1)
-    if lo < bm.t0 or hi > bm.t1:
-        raise ValueError(f"brownian: path lives on [{bm.t0}, {bm.t1}] but the solve spans "
-                         f"[{lo}, {hi}]")
+    check_compatible(bm, p.brownian_shape(x0.shape, m), x0.dtype, x0.device, (t0, t1))

@@ -1,9 +1,10 @@
 """Brownian increments as the time loop asks for them (docs/math.md §2).
 
 :class:`GridNoise` serves a fixed grid in blocks of steps: from a Brownian object (one
-``grid`` query of the whole grid), or from a seed (``torch.randn`` per block of steps; with the
-space-time integral ``I = h/2 (dW + sqrt(|h|/3) zeta)``). :class:`PathNoise` serves adaptive
-steps from a Brownian object queried at ``t + p h`` for the solver's ``noise_points`` ``p``.
+``grid`` query per block of steps), or from a seed (a :class:`~sdeflow.brownian.SeededNoise`:
+rows from (seed, step, row), so a slice of rows is reproducible alone). :class:`PathNoise`
+serves adaptive steps from a Brownian object queried at ``t + p h`` for the solver's
+``noise_points`` ``p``.
 
 Both hand a step ``(dW,)`` or ``(dW, I)`` -- or, for solvers whose ``noise_points`` subdivide the
 step, a list of such tuples, one per sub-interval.
@@ -42,36 +43,22 @@ class GridNoise:
         self.per = len(points) - 1
         sub = _sub_grid(grid, points)
         self.sub = sub
-        h = torch.tensor([b - a for a, b in zip(sub[:-1], sub[1:])], dtype=torch.float64)
-        view = (-1,) + (1,) * len(shape)
-        self.h = h.to(self.dtype).to(self.device).view(view)
-        self.sqrt_h = h.abs().sqrt().to(self.dtype).to(self.device).view(view)
-        self.full: tuple[Tensor, ...] | None = None
-        if brownian is not None:
-            dw, it = brownian.grid(sub, space_time=space_time)
-            self.full = (dw,) if it is None else (dw, it)
-        else:
-            if seed is None:
-                seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-            self.gen = torch.Generator(device=self.device)
-            self.gen.manual_seed(seed)
+        self.h64 = torch.tensor([b - a for a, b in zip(sub[:-1], sub[1:])], dtype=torch.float64)
+        self.bm = brownian
+        if brownian is None:
+            from .brownian import SeededNoise  # noqa: PLC0415
+
+            self.src = SeededNoise(shape, seed, self.dtype, self.device)
         self.block_steps = max(1, NOISE_BLOCK_ELEMS // max(1, math.prod(shape) * self.per))
 
     def block(self, i: int, j: int) -> list[Any]:
-        """Noise of steps ``i .. j-1`` (sequential calls for a seed)."""
+        """Noise of steps ``i .. j-1`` (sequential calls)."""
         a, b = i * self.per, j * self.per
-        if self.full is not None:
-            parts = [p[a:b] for p in self.full]
+        if self.bm is not None:  # one batched query per block of steps
+            dw, it = self.bm.grid(self.sub[a:b + 1], space_time=self.space_time)
         else:
-            z = torch.randn((b - a, *self.shape), generator=self.gen, dtype=self.dtype,
-                            device=self.device)
-            dw = z.mul_(self.sqrt_h[a:b])
-            parts = [dw]
-            if self.space_time:
-                zeta = torch.randn((b - a, *self.shape), generator=self.gen, dtype=self.dtype,
-                                   device=self.device)
-                parts.append((dw + zeta * (self.sqrt_h[a:b] / math.sqrt(3.0)))
-                             * (self.h[a:b] / 2))
+            dw, it = self.src.increments(self.h64[a:b], self.space_time)
+        parts = [dw] if it is None else [dw, it]
         if len(parts) == 1:
             tuples = [(d,) for d in parts[0].unbind(0)]
         else:

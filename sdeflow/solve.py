@@ -144,7 +144,7 @@ def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any,
                          "own seed)")
     terms, counts, m = ck.terms(problem, x0, t0, brownian, adaptive)
     if brownian is not None:
-        ck.check_span(brownian, t0, t1)
+        ck.check_span(brownian, problem, x0, t0, t1)
     if adaptive:
         rt, at = _tolerances(rtol, atol, ctrl, x0.dtype)
         if is_sde and not slv.caps.adaptive and slv.noise_points == (0.0, 1.0):

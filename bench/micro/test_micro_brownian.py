@@ -1,5 +1,6 @@
 """Brownian path generation: a fixed grid in one batched draw, and Brownian-bridge queries.
 
+* ``test_grid_brownian_tree``: the same grid from a fresh ``BrownianTree(tol=dt/2)``.
 * ``test_grid``: a fresh :class:`sdeflow.BrownianPath` asked for a whole grid (what
   ``solve(..., brownian=bm)`` does), against the plain draw ``sqrt(h) * randn`` of the same
   increments (what ``solve(..., seed=...)`` does) and torchsde's ``BrownianInterval`` queried
@@ -31,6 +32,19 @@ def test_grid_brownian_path(benchmark: object, batch: int, n: int) -> None:
     benchmark.pedantic(run, rounds=5 if batch * n < 2**21 else 3,  # type: ignore[attr-defined]
                        warmup_rounds=1)
     SUMMARY.append({"kind": "Brownian grid, us per step", "how": "BrownianPath.grid",
+                    "batch": f"{batch}x2", "steps": n,
+                    "us_per_step": median_of(benchmark, run) / n * 1e6})
+
+
+@pytest.mark.parametrize(("batch", "n"), GRID_CASES)
+def test_grid_brownian_tree(benchmark: object, batch: int, n: int) -> None:
+    grid = [i / n for i in range(n + 1)]
+
+    def run() -> object:
+        return sf.BrownianTree((batch, 2), seed=0, tol=0.5 / n, dtype=torch.float32).grid(grid)
+
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
+    SUMMARY.append({"kind": "Brownian grid, us per step", "how": "BrownianTree.grid (tol=dt/2)",
                     "batch": f"{batch}x2", "steps": n,
                     "us_per_step": median_of(benchmark, run) / n * 1e6})
 

@@ -111,7 +111,7 @@ def sdeflow_accuracy(case: SDECase, specs: list[SDESpec], cfg: Config
                 ref = case.exact(x0, bm(case.t1))
             elif case.exact_path is not None:
                 n = case.ref_steps
-                dw, it = bm.grid([case.t1 * k / n for k in range(n + 1)])
+                dw, it = bm.grid([case.t1 * k / n for k in range(n + 1)], space_time=True)
                 ref = case.exact_path(x0, dw, it, case.t1 / n)
                 del dw, it
             else:

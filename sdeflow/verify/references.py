@@ -543,7 +543,7 @@ class OrnsteinUhlenbeck(AnalyticSDE):
         tf = _time(t)
         _check_bm(bm, self.brownian_shape(x0.shape), s, tf)
         grid = _fine_grid(s, tf, 4096 if n_fine is None else n_fine)
-        dw, it = bm.grid(grid)
+        dw, it = bm.grid(grid, space_time=True)
         dw, it = dw.to(_F64), it.to(_F64)
         delta = (tf - s) / (len(grid) - 1)
         sk = torch.tensor(grid[:-1], dtype=_F64, device=dw.device)
@@ -719,7 +719,7 @@ class LinearSDE(AnalyticSDE):
         tf = _time(t)
         _check_bm(bm, self.brownian_shape(x0.shape), s, tf)
         grid = _fine_grid(s, tf, 4096 if n_fine is None else n_fine)
-        dw, it = bm.grid(grid)
+        dw, it = bm.grid(grid, space_time=True)
         dev = dw.device
         dw, it = dw.to(_F64), it.to(_F64)
         delta = (tf - s) / (len(grid) - 1)
@@ -790,7 +790,7 @@ class NonlinearAdditiveSDE(AnalyticSDE):
         tf = _time(t)
         _check_bm(bm, self.brownian_shape(x0.shape), s, tf)
         grid = _fine_grid(s, tf, 4096 if n_fine is None else n_fine)
-        dw, it = bm.grid(grid)
+        dw, it = bm.grid(grid, space_time=True)
         dw, it = dw.to(_F64), it.to(_F64)
         h = (tf - s) / (len(grid) - 1)
         sg = self.sigma
