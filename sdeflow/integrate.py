@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .controllers import ErrorNorm, PIController, initial_step
-from .errors import MaxStepsError, NonFiniteError, StepSizeError
+from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .interpolation import DenseSolution, Interpolant
 from .solution import Solution
 from .solvers.base import Solver, StepResult, Terms
@@ -298,11 +298,21 @@ def integrate(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, stepper: Any
     """
     rec = Recorder(x0, plan)
     stats: dict[str, Any] = {"steps": 0, "accepted": 0, "rejected": 0}
+    # optional solver hooks (implicit solvers): the tolerances of this solve (None: fixed
+    # steps), extra counters for the stats, and the reason of a run of rejected steps
+    begin = getattr(solver, "begin", None)
+    if callable(begin):
+        norm = getattr(stepper, "norm", None)
+        begin(*((norm.rtol, norm.atol) if stepper.adaptive and norm is not None
+                else (None, None)))
+    solver_stats = getattr(solver, "stats", None)
 
     def finish(status: str, t: float, x: Tensor) -> Solution:
         stats["steps"] = stats["accepted"] + stats["rejected"]
         if counts is not None:
             stats.update(counts())
+        if callable(solver_stats):
+            stats.update(solver_stats())
         sol = rec.solution(status, t, x, stats)
         for hk in hooks:
             hk.finish(sol)
@@ -311,11 +321,20 @@ def integrate(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, stepper: Any
     def make_interp(t: float, h: float, x: Tensor, res: StepResult) -> Callable[[], Interpolant]:
         return lambda: solver.interpolant(terms, t, h, x, res.x, res.dense)
 
-    if stepper.adaptive:
-        return _adaptive(terms, solver, x0, plan, stepper, noise, rec, stats, finish,
-                         make_interp, hooks)
-    return _fixed(terms, solver, x0, plan, stepper, noise, rec, stats, finish, make_interp,
-                  hooks)
+    try:
+        if stepper.adaptive:
+            return _adaptive(terms, solver, x0, plan, stepper, noise, rec, stats, finish,
+                             make_interp, hooks)
+        return _fixed(terms, solver, x0, plan, stepper, noise, rec, stats, finish, make_interp,
+                      hooks)
+    except SolverError as e:
+        # a solver's own failure (e.g. NewtonError) carries its status and the state reached
+        status = getattr(e, "status", None)
+        if plan.on_failure != "return" or status is None or e.t_reached is None:
+            raise
+        if not stepper.adaptive and e.t_reached in stepper.grid:
+            stats["accepted"] = stepper.grid.index(e.t_reached)
+        return finish(status, e.t_reached, getattr(e, "x", None))
 
 
 def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedStepper, noise: Any,
@@ -457,6 +476,10 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
             rejected += 1
         if st.too_small():
             stats.update(accepted=accepted, rejected=rejected)
+            failure = getattr(solver, "failure", None)
+            exc = failure() if callable(failure) and st.last_bad else None
+            if exc is not None:
+                raise exc
             return _fail(plan, rec, stats, finish, "nonfinite" if st.last_bad else "dt_min", t,
                          x, st, t + h)
         st.clip()
