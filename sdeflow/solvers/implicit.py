@@ -280,11 +280,11 @@ class ImplicitSolver(Solver, register=False):
 class ESDIRK(ImplicitSolver, register=False):
     """The engine of every :class:`ESDIRKTableau` (module docstring; docs/math.md §stiff.1)."""
 
-    tableau: ESDIRKTableau
+    coefficients: ESDIRKTableau
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        tab = cls.__dict__.get("tableau")
+        tab = cls.__dict__.get("coefficients")
         if tab is None:
             return
         embedded = tab.b_hat is not None
@@ -292,10 +292,11 @@ class ESDIRK(ImplicitSolver, register=False):
                                 error_order=float(tab.embedded_order) if embedded else None,
                                 adaptive=embedded, implicit=True, stateful=True, fsal=True,
                                 interpolant="hermite")
+        cls.order = tab.order
 
     def __init__(self, kappa: float = 0.03, max_iter: int = 10) -> None:
         super().__init__(kappa, max_iter)
-        tab = self.tableau
+        tab = self.coefficients
         distinct: list[float] = []
         for ci in tab.c:
             if ci not in distinct:
@@ -309,7 +310,7 @@ class ESDIRK(ImplicitSolver, register=False):
 
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
-        u, tab = terms.u, self.tableau
+        u, tab = terms.u, self.coefficients
         nw = self.newton(terms)
         k1 = state if state is not None else u(tt[0], x)  # type: ignore[misc]
         nw.prepare(tt[0], x)
@@ -347,19 +348,19 @@ class ESDIRK(ImplicitSolver, register=False):
 class ImplicitEuler(ESDIRK, name="implicit_euler"):
     """Backward Euler ``x_new = x + h u(t + h, x_new)``, order 1, L-stable (fixed steps)."""
 
-    tableau = IMPLICIT_EULER
+    coefficients = IMPLICIT_EULER
 
 
 class Kvaerno3(ESDIRK, name="kvaerno3"):
     """Kvaerno's ESDIRK 3(2), 4 stages, L-stable, stiffly accurate, adaptive."""
 
-    tableau = KVAERNO3
+    coefficients = KVAERNO3
 
 
 class Kvaerno5(ESDIRK, name="kvaerno5"):
     """Kvaerno's ESDIRK 5(4), 7 stages, L-stable, stiffly accurate, adaptive."""
 
-    tableau = KVAERNO5
+    coefficients = KVAERNO5
 
 
 # ------------------------------------------------------------------------------- Rosenbrock
@@ -372,23 +373,24 @@ class Rosenbrock(ImplicitSolver, register=False):
     serves the dense output and the next step (FSAL).
     """
 
-    tableau: RosenbrockTableau
+    coefficients: RosenbrockTableau
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        tab = cls.__dict__.get("tableau")
+        tab = cls.__dict__.get("coefficients")
         if tab is None:
             return
         cls.caps = Capabilities(order=float(tab.order), error_order=float(tab.embedded_order),
                                 adaptive=True, implicit=True, stateful=True, fsal=True,
                                 interpolant="hermite")
+        cls.order = tab.order
 
     def __init__(self, autonomous: bool = False) -> None:
         super().__init__()
         if not isinstance(autonomous, bool):
             raise TypeError(f"autonomous: expected a bool, got {autonomous!r}")
         self.autonomous = autonomous
-        tab = self.tableau
+        tab = self.coefficients
         distinct: list[float] = []
         for ci in tab.alpha:
             if ci not in distinct:
@@ -412,7 +414,7 @@ class Rosenbrock(ImplicitSolver, register=False):
 
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
-        u, tab = terms.u, self.tableau
+        u, tab = terms.u, self.coefficients
         nw = self.newton(terms)
         nw.jacobian(tt[0], x, with_t=not self.autonomous)
         ut = nw.J_t
@@ -448,7 +450,7 @@ class Rodas5(Rosenbrock, name="rodas5"):
     ``autonomous=True`` skips ``du/dt`` (exact for fields without explicit time dependence).
     """
 
-    tableau = RODAS5
+    coefficients = RODAS5
 
 
 # ---------------------------------------------------------------------- drift-implicit SDE
