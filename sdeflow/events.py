@@ -51,7 +51,8 @@ class Event:
 
     Args:
         fn: ``fn(t, x)`` returning one value per path: ``x.shape[:-1]`` for a batched state,
-            a scalar (0-dim tensor or float) for an unbatched one. During root finding ``t``
+            a scalar (0-dim tensor or float) for an unbatched one (a scalar for a batched
+            state is the same value for every path). During root finding ``t``
             is a tensor of one time per crossing path and ``x`` holds those paths' states
             ``(n, d)``; write ``fn`` elementwise per path (``x[..., 0] - t`` is fine).
         terminal: freeze a path at its first crossing (the solve ends when all have).
@@ -147,6 +148,8 @@ class Monitor:
                 raise TypeError(f"event: fn(t, x) must return a tensor or a float, got "
                                 f"{type(out).__name__}")
         want = tuple(x.shape[:-1]) if (self.batched or x.dim() >= 2) else ()
+        if out.dim() == 0 and want:
+            out = out.expand(want)  # the same value for every path (e.g. fn = t - t_stop)
         if tuple(out.shape) != want:
             raise ValueError(
                 f"event: fn(t, x) returned shape {tuple(out.shape)}, expected one value per "
