@@ -231,14 +231,25 @@ class AdaptiveStepper:
         self.t0, self.t1 = t0, t1
         self.direction = 1.0 if t1 > t0 else -1.0
         self.landing, self.li = landing, 0
-        self.h_abs = min(max(h0, dt_min), dt_max)
-        self.dt_min, self.dt_max = dt_min, dt_max
+        # the smallest step: the controller's dt_min, and at least round-off relative to the
+        # current time (1e-14 |t|; 1e-22 |span| near t = 0) -- relative to |t|, not the span,
+        # so that a long solve (Robertson to 1e11) can still resolve its start
+        self.span = abs(t1 - t0)
+        self.t_cur = t0
+        self._dt_min = dt_min
+        self.h_abs = min(max(h0, self.dt_min), dt_max)
+        self.dt_max = dt_max
         self.errs = [1e-4, 1e-4]
         self.after_reject = False
         self.last_bad = False
         self.u0: Tensor | None = None  # u(t0, x0), when the initial-step heuristic made it
 
+    @property
+    def dt_min(self) -> float:
+        return max(self._dt_min, 1e-14 * max(abs(self.t_cur), 1e-8 * self.span))
+
     def propose(self, t: float) -> tuple[float, float, bool]:
+        self.t_cur = t
         target = self.landing[self.li]
         rem = target - t
         if abs(rem) <= self.h_abs * LAND:
@@ -522,8 +533,7 @@ def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl:
     t0, t1 = plan.t0, plan.t1
     q = solver.controller_order(terms.noise)
     span = abs(t1 - t0)
-    floor = 1e-14 * max(abs(t0), abs(t1), span)
-    dt_min = max(ctrl.dt_min if ctrl.dt_min is not None else 0.0, floor)
+    dt_min = ctrl.dt_min if ctrl.dt_min is not None else 0.0
     dt_max = ctrl.dt_max if ctrl.dt_max is not None else span
     norm = ErrorNorm(x0, rtol, atol, ctrl.norm, sde=sde)
     direction = 1.0 if t1 > t0 else -1.0

@@ -42,7 +42,7 @@ from .base import Capabilities, Noise, Solver, StepResult, Terms, sde_orders
 Tensor = torch.Tensor
 
 #: Jacobians are re-evaluated after a step whose Newton contraction rate exceeded this
-THETA_JACOBIAN = 0.2
+THETA_JACOBIAN = 0.05
 
 
 # -------------------------------------------------------------------------------- tableaus
