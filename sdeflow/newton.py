@@ -152,6 +152,8 @@ class Jacobian:
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             out = self.field(t.detach(), xr).reshape(b, d)
+            if not out.requires_grad:  # the field does not depend on x (e.g. u = const)
+                return torch.zeros(b, d, d, dtype=x.dtype, device=x.device)
             rows = []
             for i in range(d):
                 gx, = torch.autograd.grad(out[:, i].sum(), (xr,), retain_graph=i < d - 1,

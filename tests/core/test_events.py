@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sdeflow as sf
 from sdeflow.verify import fit_order
@@ -208,3 +210,42 @@ def test_bridge_probability_formula_small() -> None:
     expected = float(p.mean())
     se = math.sqrt(expected * (1 - expected) / int(below.sum()))
     assert abs(float(hit.to(D64).mean()) - expected) < 4 * se
+
+
+@settings(max_examples=25, deadline=None)
+@given(x0=st.floats(-5.0, 5.0), v=st.floats(0.1, 3.0), level=st.floats(-5.0, 5.0))
+def test_linear_crossing_time_property(x0: float, v: float, level: float) -> None:
+    """x(t) = x0 + v t crosses `level` at (level - x0) / v (if inside the span), whatever the
+    step sizes: the located time is exact up to round-off."""
+    ode = sf.ODE(lambda t, x: torch.full_like(x, v))
+    sol = sf.solve(ode, torch.tensor([[x0]], dtype=D64), (0.0, 4.0), rtol=1e-6,
+                   event=sf.Event(lambda t, x: x[..., 0] - level))
+    t_star = (level - x0) / v
+    if 1e-9 < t_star < 4.0 - 1e-9:
+        assert abs(float(sol.event_t[0]) - t_star) <= 1e-12 * max(1.0, t_star)
+    elif t_star < -1e-9 or t_star > 4.0 + 1e-9:
+        assert math.isnan(float(sol.event_t[0]))
+
+
+def test_outputs_after_the_event_show_the_frozen_state() -> None:
+    ode = sf.ODE(lambda t, x: torch.ones_like(x))
+    x0 = torch.tensor([[0.0], [-10.0]], dtype=D64)
+    ts = torch.linspace(0.0, 2.0, 9, dtype=D64)
+    sol = sf.solve(ode, x0, ts=ts, rtol=1e-8, dense=True,
+                   event=sf.Event(lambda t, x: x[..., 0] - 1.0))
+    after = ts > 1.0
+    torch.testing.assert_close(sol.ys[after, 0, 0], torch.ones(int(after.sum()), dtype=D64))
+    torch.testing.assert_close(sol.ys[:, 1, 0], ts - 10.0)  # the other path keeps moving
+    assert float(sol.evaluate(1.7)[0, 0]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_sde_event_with_adaptive_solver_and_implicit_em() -> None:
+    """Detection at step ends works with every SDE solver, adaptive ones included."""
+    x0 = torch.zeros(2000, 1, dtype=D64)
+    ev = sf.Event(lambda t, x: x[..., 0] - 1.0, direction=1)
+    exact = 2 * (1 - _phi(1.0))
+    for kw in (dict(solver="adaptive_em", rtol=1e-2, atol=1e-2),
+               dict(solver="implicit_euler_maruyama", steps=64)):
+        sol = sf.solve(BM, x0, (0.0, 1.0), seed=5, event=ev, **kw)
+        p = float((~torch.isnan(sol.event_t)).to(D64).mean())
+        assert 0.15 < p <= exact + 0.05, (kw, p)

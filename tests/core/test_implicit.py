@@ -313,3 +313,16 @@ def test_capabilities() -> None:
     iem = sf.solvers.get("implicit_euler_maruyama").caps
     assert iem.sde and iem.strong("diagonal") == 0.5 and iem.strong("additive") == 1.0
     assert iem.weak("general") == 1.0
+
+
+def test_field_independent_of_the_state() -> None:
+    """u = cos t does not depend on x: the Jacobian is zero (not an autograd failure)."""
+    ode = sf.ODE(lambda t, x: torch.cos(t).expand_as(x).clone())
+    exact = torch.full((3, 2), math.sin(2.0), dtype=D64)
+    x0 = torch.zeros(3, 2, dtype=D64)
+    sol = sf.solve(ode, x0, (0.0, 2.0), solver="kvaerno5", rtol=1e-8, atol=1e-10)
+    assert sol.stats["njac"] >= 1
+    torch.testing.assert_close(sol.x_final, exact, rtol=1e-7, atol=1e-9)
+    for name in ("kvaerno5", "rodas5"):  # fifth order: 20 steps give ~1e-9
+        fixed = sf.solve(ode, x0, (0.0, 2.0), solver=name, steps=20)
+        torch.testing.assert_close(fixed.x_final, exact, rtol=0.0, atol=5e-9)
