@@ -129,6 +129,7 @@ class Monitor:
         self.any_frozen = False
         self.all_frozen = False
         self.recorded = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
+        self._want = torch.Size(self.pshape)
         self.g_old = [self.value(e, t0, x0, check=True) for e in self.events]
         self.fired = [0] * len(self.events)
         self.gen = None
@@ -160,24 +161,47 @@ class Monitor:
         return out.detach().to(x.dtype).reshape(-1)
 
     def _crossed(self, ev: Event, g0: Tensor, g1: Tensor) -> Tensor:
-        up = (g0 < 0) & (g1 >= 0)
-        down = (g0 > 0) & (g1 <= 0)
-        return up if ev.direction == 1 else down if ev.direction == -1 else up | down
+        if ev.direction == 1:
+            return (g0 < 0) & (g1 >= 0)
+        if ev.direction == -1:
+            return (g0 > 0) & (g1 <= 0)
+        return (g0 * g1 <= 0) & (g0 != 0)
+
+    def _fast(self, ev: Event, t: float, x: Tensor) -> Tensor:
+        """``fn(t, x)`` flattened, with only the shape checked (finiteness is checked together
+        with the crossing test, one host sync per step)."""
+        out = ev.fn(torch.full((), t, dtype=x.dtype, device=x.device), x)
+        if not isinstance(out, Tensor) or out.shape != self._want or out.dtype != x.dtype:
+            return self.value(ev, t, x)
+        return out.detach().reshape(-1)
 
     # ----------------------------------------------------------------------- the hook
     def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
                  interp: Callable[[], Interpolant]) -> Tensor | None:
-        g_new = [self.value(e, t_new, x_new) for e in self.events]
+        g_new = [self._fast(e, t_new, x_new) for e in self.events]
+        g_old = self.g_old
+        self.g_old = g_new
+        if self.gen is None:
+            # fast path, one host sync: every live path kept its sign (a NaN fails the test)
+            same = True
+            for g0, g1 in zip(g_old, g_new):
+                prod = g0 * g1
+                if self.any_frozen:
+                    prod = prod.masked_fill(self.frozen, 1.0)
+                same = same and bool((prod > 0).all())
+            if same:
+                return None
+        for e, g in zip(self.events, g_new):
+            if not bool(torch.isfinite(g).all()):
+                self.value(e, t_new, x_new)  # raises, naming the time
         live = ~self.frozen
         cross = [self._crossed(e, g0, g1) & live for e, g0, g1 in
-                 zip(self.events, self.g_old, g_new)]
+                 zip(self.events, g_old, g_new)]
         if self.gen is not None:
-            cross = self._bridge(t, t_new, x, cross, g_new, live)
+            cross = self._bridge(t, t_new, x, cross, g_old, g_new, live)
         mask = cross[0]
         for c in cross[1:]:
             mask = mask | c
-        g_old = self.g_old
-        self.g_old = g_new
         if not bool(mask.any()):
             return None
         return self._fire(t, t_new, x_new, interp, cross, g_old, g_new)
@@ -265,7 +289,7 @@ class Monitor:
         return te, sub_poly(theta)
 
     def _bridge(self, t: float, t_new: float, x: Tensor, cross: list[Tensor],
-                g_new: list[Tensor], live: Tensor) -> list[Tensor]:
+                g_old: list[Tensor], g_new: list[Tensor], live: Tensor) -> list[Tensor]:
         """Add the Brownian-bridge crossings of paths that stayed on one side."""
         sde = self.sde
         h = abs(t_new - t)
@@ -274,7 +298,7 @@ class Monitor:
         with torch.no_grad():
             gx = gfun(tt, x.detach()).reshape(self.n, -1)
         out = []
-        for ev, c, g0, g1 in zip(self.events, cross, self.g_old, g_new):
+        for ev, c, g0, g1 in zip(self.events, cross, g_old, g_new):
             if not ev.bridge:
                 out.append(c)
                 continue

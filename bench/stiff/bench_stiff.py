@@ -33,6 +33,7 @@ import sdeflow as sf
 torch.set_num_threads(1)
 D64 = torch.float64
 RTOL, ATOL = 1e-6, 1e-10
+LOOSE = 1e-4  # scipy's rtol in the equal-error comparison of the batched table
 MU = 1000.0
 
 
@@ -173,12 +174,22 @@ def batched(quick: bool) -> dict[str, Any]:
         loop_x[i] = solve_ivp(f, (0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=RTOL,
                               atol=ATOL, jac=jac).y[:, -1]
     out["scipy_wall"] = (time.perf_counter() - t0) * n / len(sub)
-    errs: dict[str, list[float]] = {"scipy": [], "kvaerno5": [], "rodas5": []}
+    # scipy at a looser tolerance, whose error matches the batched solves' (equal error)
+    t0 = time.perf_counter()
+    loose_x = {}
+    for i in sub:
+        f, jac = rob_np(tuple(k[i].tolist()))
+        loose_x[i] = solve_ivp(f, (0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=LOOSE,
+                               atol=ATOL, jac=jac).y[:, -1]
+    out["scipy_loose_wall"] = (time.perf_counter() - t0) * n / len(sub)
+    errs: dict[str, list[float]] = {"scipy": [], "scipy_loose": [], "kvaerno5": [],
+                                    "rodas5": []}
     for i in sub[:5]:
         f, jac = rob_np(tuple(k[i].tolist()))
         ref = solve_ivp(f, (0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=1e-11, atol=1e-20,
                         jac=jac).y[:, -1]
         errs["scipy"].append(rel_error(loop_x[i], ref, "componentwise"))
+        errs["scipy_loose"].append(rel_error(loose_x[i], ref, "componentwise"))
         for name in ("kvaerno5", "rodas5"):
             errs[name].append(rel_error(out[name]["x"][i], ref, "componentwise"))
     out["err"] = {kk: max(v) for kk, v in errs.items()}
@@ -224,6 +235,9 @@ def main(argv: list[str] | None = None) -> None:
               "|---|---|---|---|",
               f"| scipy Radau, looped (scaled from {b['n'] // 10 if b['n'] >= 10 else 1} "
               f"problems) | {b['scipy_wall']:.2f} | 1 | {b['err']['scipy']:.2e} |"]
+    lines.append(f"| scipy Radau rtol {LOOSE:g}, looped | {b['scipy_loose_wall']:.2f} | "
+                 f"{b['scipy_wall'] / b['scipy_loose_wall']:.1f}x | "
+                 f"{b['err']['scipy_loose']:.2e} |")
     for name in ("kvaerno5", "rodas5"):
         lines.append(f"| sdeflow {name}, one batched call ({b[name]['steps']} steps) | "
                      f"{b[name]['wall']:.2f} | {b['scipy_wall'] / b[name]['wall']:.1f}x | "
