@@ -10,9 +10,11 @@ Every linear algebra call works on ``B`` matrices ``D x D`` at once (``torch.lin
 / ``lu_solve`` on a ``(B, D, D)`` stack), never on one ``BD x BD`` system.
 
 :class:`Jacobian` evaluates ``J = du/dx`` per path: the user's ``ODE(..., jacobian=J)`` when
-given (its shape checked on the first call), else ``torch.func.jacrev`` vectorised over the paths
-with ``torch.func.vmap`` (falling back to one reverse pass per state component of the summed
-field, exact because the paths are independent).
+given (its shape checked on the first call), else autograd: for ``D <= 16`` one reverse pass per
+state component of the field summed over the paths (exact because the paths are independent,
+and fewer kernel launches than vmap), for larger systems ``torch.func.jacrev`` vectorised over
+the paths with ``torch.func.vmap`` (the summed form if vmap fails). ``du/dt`` (Rosenbrock
+methods) comes from forward-mode autograd, else a forward difference.
 
 :class:`Newton` holds the Jacobian and the LU factors of ``M = I - c J`` between steps and
 solves ``z = r + c u(t, z)`` by simplified Newton with the convergence-rate test of Hairer &
