@@ -62,7 +62,7 @@ class Jacobian:
         self.checked = False
         self.use_vmap = True
         self.count = 0
-        self.nfe = 0  # field evaluations of the time derivative by finite differences
+        self.nfe = 0  # field evaluations outside nfe (finite differences, a dependence probe)
 
     def __call__(self, t: Tensor, x: Tensor, with_t: bool = False
                  ) -> tuple[Tensor, Tensor | None]:
@@ -154,7 +154,15 @@ class Jacobian:
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             out = self.field(t.detach(), xr).reshape(b, d)
-            if not out.requires_grad:  # the field does not depend on x (e.g. u = const)
+            if not out.requires_grad:
+                # no graph from x: either u does not depend on x (J = 0), or it left autograd
+                # (NumPy, detach): a perturbed state tells them apart
+                self.nfe += 1
+                with torch.no_grad():
+                    moved = self.field(t.detach(), x + (x.abs() + 1.0) * 1e-3).reshape(b, d)
+                if not torch.equal(moved, out.detach()):
+                    raise RuntimeError("the field's output depends on x but carries no "
+                                       "autograd graph (computed outside torch, or detached)")
                 return torch.zeros(b, d, d, dtype=x.dtype, device=x.device)
             rows = []
             for i in range(d):
@@ -199,7 +207,7 @@ class Newton:
         out = {"njac": self.jac_source.count, "nlu": self.nlu, "nnewton": self.nnewton,
                "nnewton_fail": self.nfail}
         if self.jac_source.nfe:
-            out["nfe_dt"] = self.jac_source.nfe
+            out["nfe_jac"] = self.jac_source.nfe  # evaluations spent on derivatives
         return out
 
     # --------------------------------------------------------------------------- Jacobian
