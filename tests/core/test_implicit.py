@@ -326,3 +326,34 @@ def test_field_independent_of_the_state() -> None:
     for name in ("kvaerno5", "rodas5"):  # fifth order: 20 steps give ~1e-9
         fixed = sf.solve(ode, x0, (0.0, 2.0), solver=name, steps=20)
         torch.testing.assert_close(fixed.x_final, exact, rtol=0.0, atol=5e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kvaerno5", "rodas5"])
+def test_hires(name: str) -> None:
+    """HIRES (Hairer & Wanner II, §IV.10; the IVP test set of Mazzia et al.) to t = 321.8122,
+    component-wise relative error against scipy's Radau at rtol 1e-12."""
+    from scipy.integrate import solve_ivp
+
+    def f(t, y):
+        return [-1.71 * y[0] + 0.43 * y[1] + 8.32 * y[2] + 0.0007, 1.71 * y[0] - 8.75 * y[1],
+                -10.03 * y[2] + 0.43 * y[3] + 0.035 * y[4], 8.32 * y[1] + 1.71 * y[2] - 1.12 * y[3],
+                -1.745 * y[4] + 0.43 * y[5] + 0.43 * y[6],
+                -280 * y[5] * y[7] + 0.69 * y[3] + 1.71 * y[4] - 0.43 * y[5] + 0.69 * y[6],
+                280 * y[5] * y[7] - 1.81 * y[6], -280 * y[5] * y[7] + 1.81 * y[6]]
+
+    def u(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y1, y2, y3, y4, y5, y6, y7, y8 = x.unbind(-1)
+        return torch.stack([-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007, 1.71 * y1 - 8.75 * y2,
+                            -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+                            8.32 * y2 + 1.71 * y3 - 1.12 * y4, -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+                            -280 * y6 * y8 + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+                            280 * y6 * y8 - 1.81 * y7, -280 * y6 * y8 + 1.81 * y7], -1)
+
+    y0 = [1.0, 0, 0, 0, 0, 0, 0, 0.0057]
+    t1 = 321.8122
+    ref = solve_ivp(f, (0.0, t1), y0, method="Radau", rtol=1e-12, atol=1e-14).y[:, -1]
+    sol = sf.solve(sf.ODE(u), torch.tensor(y0, dtype=D64), (0.0, t1), solver=name, rtol=1e-6,
+                   atol=1e-10)
+    rel = np.abs(sol.x_final.numpy() - ref) / np.abs(ref)
+    assert rel.max() <= 1e-5, rel
