@@ -10,7 +10,8 @@ The public face: problems (:class:`ODE`, :class:`SDE`), Brownian motion (:class:
 from . import solvers
 from .brownian import BrownianPath, BrownianTree
 from .controllers import ConstantController, PIController
-from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
+from .errors import MaxStepsError, NewtonError, NonFiniteError, SolverError, StepSizeError
+from .events import Event
 from .problems import ODE, SDE
 from .solution import Solution
 from .solve import solve
@@ -30,5 +31,5 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ODE", "SDE", "BrownianPath", "BrownianTree", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
-    "PIController", "ConstantController",
+    "PIController", "ConstantController", "NewtonError", "Event",
 ]

@@ -172,7 +172,8 @@ class PIController:
             0`` is I-control, ``beta3 = 0`` PI-control).
         dt_min: smallest step magnitude; a step proposal below it stops the solve
             (``StepSizeError``, or status ``"dt_min"``/``"nonfinite"`` with
-            ``on_failure="return"``). ``None``: ``1e-14 * max(|t0|, |t1|, |t1 - t0|)``.
+            ``on_failure="return"``). ``None``: 0; steps are always at least
+            ``1e-14 * max(|t|, 1e-8 |t1 - t0|)`` at the current time ``t``.
         dt_max: largest step magnitude (``None``: the span).
         norm: ``"path_rms"`` (default: RMS over the state within each path, then the worst
             path), ``"rms"`` (RMS over every element, as torchdiffeq), ``"max"`` (largest

@@ -26,3 +26,18 @@ class MaxStepsError(SolverError):
 
 class StepSizeError(SolverError):
     """The adaptive step fell below ``dt_min``."""
+
+
+class NewtonError(SolverError):
+    """The Newton iteration of an implicit solver did not converge (docs/math.md §stiff).
+
+    ``t`` is the time of the step that failed, ``residual`` the last scaled Newton increment
+    (``inf``/``nan`` when it diverged), ``x`` the state at ``t_reached``.
+    """
+
+    status = "newton"
+
+    def __init__(self, message: str, t: float, residual: float,
+                 t_reached: float | None = None, x: object = None) -> None:
+        super().__init__(message, t_reached)
+        self.t, self.residual, self.x = t, residual, x

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .controllers import ErrorNorm, PIController, initial_step
-from .errors import MaxStepsError, NonFiniteError, StepSizeError
+from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .interpolation import DenseSolution, Interpolant
 from .solution import Solution
 from .solvers.base import Solver, StepResult, Terms
@@ -232,14 +232,25 @@ class AdaptiveStepper:
         self.t0, self.t1 = t0, t1
         self.direction = 1.0 if t1 > t0 else -1.0
         self.landing, self.li = landing, 0
-        self.h_abs = min(max(h0, dt_min), dt_max)
-        self.dt_min, self.dt_max = dt_min, dt_max
+        # the smallest step: the controller's dt_min, and at least round-off relative to the
+        # current time (1e-14 |t|; 1e-22 |span| near t = 0) -- relative to |t|, not the span,
+        # so that a long solve (Robertson to 1e11) can still resolve its start
+        self.span = abs(t1 - t0)
+        self.t_cur = t0
+        self._dt_min = dt_min
+        self.h_abs = min(max(h0, self.dt_min), dt_max)
+        self.dt_max = dt_max
         self.errs = [1e-4, 1e-4]
         self.after_reject = False
         self.last_bad = False
         self.u0: Tensor | None = None  # u(t0, x0), when the initial-step heuristic made it
 
+    @property
+    def dt_min(self) -> float:
+        return max(self._dt_min, 1e-14 * max(abs(self.t_cur), 1e-8 * self.span))
+
     def propose(self, t: float) -> tuple[float, float, bool]:
+        self.t_cur = t
         target = self.landing[self.li]
         rem = target - t
         if abs(rem) <= self.h_abs * LAND:
@@ -299,11 +310,21 @@ def integrate(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, stepper: Any
     """
     rec = Recorder(x0, plan)
     stats: dict[str, Any] = {"steps": 0, "accepted": 0, "rejected": 0}
+    # optional solver hooks (implicit solvers): the tolerances of this solve (None: fixed
+    # steps), extra counters for the stats, and the reason of a run of rejected steps
+    begin = getattr(solver, "begin", None)
+    if callable(begin):
+        norm = getattr(stepper, "norm", None)
+        begin(*((norm.rtol, norm.atol) if stepper.adaptive and norm is not None
+                else (None, None)))
+    solver_stats = getattr(solver, "stats", None)
 
     def finish(status: str, t: float, x: Tensor) -> Solution:
         stats["steps"] = stats["accepted"] + stats["rejected"]
         if counts is not None:
             stats.update(counts())
+        if callable(solver_stats):
+            stats.update(solver_stats())
         sol = rec.solution(status, t, x, stats)
         for hk in hooks:
             hk.finish(sol)
@@ -312,11 +333,20 @@ def integrate(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, stepper: Any
     def make_interp(t: float, h: float, x: Tensor, res: StepResult) -> Callable[[], Interpolant]:
         return lambda: solver.interpolant(terms, t, h, x, res.x, res.dense)
 
-    if stepper.adaptive:
-        return _adaptive(terms, solver, x0, plan, stepper, noise, rec, stats, finish,
-                         make_interp, hooks)
-    return _fixed(terms, solver, x0, plan, stepper, noise, rec, stats, finish, make_interp,
-                  hooks)
+    try:
+        if stepper.adaptive:
+            return _adaptive(terms, solver, x0, plan, stepper, noise, rec, stats, finish,
+                             make_interp, hooks)
+        return _fixed(terms, solver, x0, plan, stepper, noise, rec, stats, finish, make_interp,
+                      hooks)
+    except SolverError as e:
+        # a solver's own failure (e.g. NewtonError) carries its status and the state reached
+        status = getattr(e, "status", None)
+        if plan.on_failure != "return" or status is None or e.t_reached is None:
+            raise
+        if not stepper.adaptive and e.t_reached in stepper.grid:
+            stats["accepted"] = stepper.grid.index(e.t_reached)
+        return finish(status, e.t_reached, getattr(e, "x", None))
 
 
 def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedStepper, noise: Any,
@@ -485,6 +515,10 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
             rejected += 1
         if st.too_small():
             stats.update(accepted=accepted, rejected=rejected)
+            failure = getattr(solver, "failure", None)
+            exc = failure() if callable(failure) and st.last_bad else None
+            if exc is not None:
+                raise exc
             return _fail(plan, rec, stats, finish, "nonfinite" if st.last_bad else "dt_min", t,
                          x, st, t + h)
         st.clip()
@@ -527,8 +561,7 @@ def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl:
     t0, t1 = plan.t0, plan.t1
     q = solver.controller_order(terms.noise)
     span = abs(t1 - t0)
-    floor = 1e-14 * max(abs(t0), abs(t1), span)
-    dt_min = max(ctrl.dt_min if ctrl.dt_min is not None else 0.0, floor)
+    dt_min = ctrl.dt_min if ctrl.dt_min is not None else 0.0
     dt_max = ctrl.dt_max if ctrl.dt_max is not None else span
     norm = ErrorNorm(x0, rtol, atol, ctrl.norm, sde=sde)
     direction = 1.0 if t1 > t0 else -1.0

@@ -53,12 +53,25 @@ class ODE:
     Args:
         vector_field: callable ``u(t, x)`` returning a tensor of ``x``'s shape. Optional when a
             subclass overrides :meth:`vector_field`.
+        jacobian: optional callable ``J(t, x)`` returning ``du/dx`` for the implicit solvers:
+            ``(d, d)`` for a state ``(d,)``, ``(B, d, d)`` for a batch ``(B, d)`` (in general
+            ``(B, D, D)`` with ``D = prod(x.shape[1:])``; each path is its own system).
+            Without it the implicit solvers use autograd (``torch.func.jacrev`` + ``vmap``).
 
     Example:
         >>> ode = ODE(lambda t, x: -x)
     """
 
-    def __init__(self, vector_field: Field | None = None) -> None:
+    #: ``J(t, x)`` (see above) or ``None``; a subclass may define it as a method
+    jacobian: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def __init__(self, vector_field: Field | None = None,
+                 jacobian: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
+        if jacobian is not None and not callable(jacobian):
+            raise TypeError(f"jacobian: expected a callable J(t, x), got "
+                            f"{type(jacobian).__name__}")
+        if jacobian is not None:
+            self.jacobian = jacobian
         if vector_field is not None:
             if not callable(vector_field):
                 raise TypeError(

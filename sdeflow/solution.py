@@ -23,6 +23,9 @@ class Solution:
         status: ``"success"``, or with ``on_failure="return"`` the reason the solve stopped
             (``"max_steps"``, ``"dt_min"``, ``"nonfinite"``).
         t_reached: the last time the solve reached.
+        event_t, event_x, event_index: with ``solve(..., event=...)``, per path the event
+            time (NaN: none), the state there, and which event of a tuple fired (``-1``:
+            none); see :mod:`sdeflow.events`. ``None`` without events.
     """
 
     ts: Tensor
@@ -30,6 +33,9 @@ class Solution:
     stats: dict[str, Any] = field(default_factory=dict)
     status: str = "success"
     t_reached: float | None = None
+    event_t: Tensor | None = None
+    event_x: Tensor | None = None
+    event_index: Tensor | None = None
     _interp: Any = field(default=None, repr=False)
 
     @property

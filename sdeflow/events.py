@@ -1,0 +1,480 @@
+"""Events: per-path zero crossings located on the dense output (docs/events.md, docs/math.md
+§stiff.5).
+
+``sf.solve(..., event=sf.Event(fn, terminal=True, direction=0))`` watches ``g = fn(t, x)``, one
+value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scalar for a state
+``(d,)`` or ``()``). After each accepted step from ``t`` to ``t + h``:
+
+* a path whose ``g`` changed sign (in ``direction``: ``+1`` upward, ``-1`` downward, ``0``
+  both) has crossed. For ODEs the crossing time is found by Illinois regula falsi on
+  ``g(t + theta h, x(theta))`` with ``x(theta)`` the solver's interpolant (evaluated for the
+  crossing paths only, through its values at 8 Chebyshev nodes -- exact for the polynomial
+  interpolants of every solver here), to a bracket of ``1e-13`` relative in time;
+* for SDEs the crossing is detected at the step's end (``event_t`` is the end of the step).
+  With ``bridge=True`` (scalar, diagonal or additive noise) a path that stayed on one side
+  still crosses with the probability that a Brownian bridge between the two values crossed
+  zero, ``p = exp(-2 g_0 g_1 / (sigma_g^2 h))``, ``sigma_g^2`` the local variance rate of ``g``
+  (``grad g`` against the diffusion), sampled with one uniform per path;
+* a ``terminal`` event freezes the path at its event state: the paths still running keep
+  stepping (a frozen path's rows are held at their event state and masked out of the error
+  norm, so they no longer limit the step size) and the solve ends when every path has
+  triggered (status ``"event"``) or at ``t_end``.
+
+``sol.event_t`` / ``sol.event_x`` / ``sol.event_index`` hold, per path, the time, state and
+index (in a tuple of events) of the terminal event that stopped it, or else of the first
+non-terminal event that fired; NaN (index ``-1``) where none did.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import solve as _solve
+from .interpolation import Interpolant
+from .problems import SDE
+from .solution import Solution
+from .solvers.base import Solver, StepResult, Terms
+
+Tensor = torch.Tensor
+
+#: Chebyshev nodes on [0, 1] at which a crossing step's interpolant is sampled
+N_NODES = 8
+MAX_ILLINOIS = 80
+
+
+class Event:
+    """A zero crossing to watch (module docstring).
+
+    Args:
+        fn: ``fn(t, x)`` returning one value per path: ``x.shape[:-1]`` for a batched state,
+            a scalar (0-dim tensor or float) for an unbatched one (a scalar for a batched
+            state is the same value for every path). During root finding ``t``
+            is a tensor of one time per crossing path and ``x`` holds those paths' states
+            ``(n, d)``; write ``fn`` elementwise per path (``x[..., 0] - t`` is fine).
+        terminal: freeze a path at its first crossing (the solve ends when all have).
+        direction: ``+1`` counts only upward crossings (``g`` from negative to positive),
+            ``-1`` only downward ones, ``0`` both.
+        bridge: SDEs only: add the Brownian-bridge crossing probability between steps
+            (scalar, diagonal and additive noise).
+    """
+
+    def __init__(self, fn: Callable[[Tensor, Tensor], Any], terminal: bool = True,
+                 direction: int = 0, bridge: bool = False) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn: expected a callable fn(t, x), got {type(fn).__name__}")
+        if not isinstance(terminal, bool):
+            raise TypeError(f"terminal: expected a bool, got {terminal!r}")
+        if isinstance(direction, bool) or direction not in (-1, 0, 1):
+            raise ValueError(f"direction: expected -1, 0 or 1, got {direction!r}")
+        if not isinstance(bridge, bool):
+            raise TypeError(f"bridge: expected a bool, got {bridge!r}")
+        self.fn, self.terminal, self.direction, self.bridge = fn, terminal, int(direction), bridge
+
+    def __repr__(self) -> str:
+        return (f"Event({getattr(self.fn, '__name__', 'fn')}, terminal={self.terminal}, "
+                f"direction={self.direction}, bridge={self.bridge})")
+
+
+# ------------------------------------------------------------------------------- the monitor
+def _chebyshev(n: int) -> list[float]:
+    return [0.5 - 0.5 * math.cos(math.pi * (2 * k + 1) / (2 * n)) for k in range(n)]
+
+
+class _Rows:
+    """The crossing paths' interpolant as a polynomial: values at the Chebyshev nodes and the
+    barycentric weights (stable evaluation at one ``theta`` per path)."""
+
+    def __init__(self, interp: Interpolant, rows: Tensor, d: int, like: Tensor) -> None:
+        nodes = _chebyshev(N_NODES)
+        self.nodes = torch.tensor(nodes, dtype=like.dtype, device=like.device)
+        w = [1.0 / math.prod(nodes[j] - nodes[m] for m in range(N_NODES) if m != j)
+             for j in range(N_NODES)]
+        self.w = torch.tensor(w, dtype=like.dtype, device=like.device)
+        vals = [interp(th).reshape(-1, d)[rows] for th in nodes]
+        self.vals = torch.stack(vals, 1)  # (n, K, d)
+
+    def eval(self, theta: Tensor, vals: Tensor) -> Tensor:
+        """``x(theta)`` per path from ``vals`` ``(n, K, d)`` (barycentric Lagrange formula)."""
+        diff = theta.unsqueeze(-1) - self.nodes  # (n, K)
+        exact = diff == 0
+        diff = torch.where(exact, torch.ones_like(diff), diff)
+        c = self.w / diff
+        c = torch.where(exact.any(-1, keepdim=True), exact.to(c.dtype), c)
+        c = c / c.sum(-1, keepdim=True)
+        return torch.einsum("nk,nkd->nd", c, vals)
+
+
+class Monitor:
+    """The :class:`~sdeflow.integrate.StepHook` of an event solve (also holds the frozen
+    paths that :class:`EventSolver` keeps still)."""
+
+    def __init__(self, events: Sequence[Event], x0: Tensor, t0: float, sde: Any,
+                 seed: int | None) -> None:
+        self.events = list(events)
+        self.batched = x0.dim() >= 2
+        self.pshape = tuple(x0.shape[:-1]) if self.batched else ()
+        self.d = x0.shape[-1] if x0.dim() >= 1 else 1
+        self.n = max(1, math.prod(self.pshape))
+        self.like = x0
+        self.sde = sde
+        dt = x0.dtype
+        self.event_t = torch.full((self.n,), math.nan, dtype=dt, device=x0.device)
+        self.event_x = torch.full((self.n, self.d), math.nan, dtype=dt, device=x0.device)
+        self.event_index = torch.full((self.n,), -1, dtype=torch.long, device=x0.device)
+        self.frozen = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
+        self.any_frozen = False
+        self.all_frozen = False
+        self.recorded = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
+        self._want = torch.Size(self.pshape)
+        self.g_old = [self.value(e, t0, x0, check=True) for e in self.events]
+        self.fired = [0] * len(self.events)
+        self.gen = None
+        if any(e.bridge for e in self.events):
+            self.gen = torch.Generator(device="cpu")
+            self.gen.manual_seed(0 if seed is None else seed + 1)
+
+    # ------------------------------------------------------------------------ evaluation
+    def value(self, ev: Event, t: float | Tensor, x: Tensor, check: bool = False) -> Tensor:
+        """``fn(t, x)`` flattened to ``(n,)``, checked for shape and finiteness."""
+        tt = t if isinstance(t, Tensor) else torch.full((), t, dtype=x.dtype, device=x.device)
+        out = ev.fn(tt, x)
+        if not isinstance(out, Tensor):
+            if isinstance(out, (int, float)) and not isinstance(out, bool):
+                out = torch.full((), float(out), dtype=x.dtype, device=x.device)
+            else:
+                raise TypeError(f"event: fn(t, x) must return a tensor or a float, got "
+                                f"{type(out).__name__}")
+        want = tuple(x.shape[:-1]) if (self.batched or x.dim() >= 2) else ()
+        if out.dim() == 0 and want:
+            out = out.expand(want)  # the same value for every path (e.g. fn = t - t_stop)
+        if tuple(out.shape) != want:
+            raise ValueError(
+                f"event: fn(t, x) returned shape {tuple(out.shape)}, expected one value per "
+                f"path, shape {want} (x has shape {tuple(x.shape)})")
+        if not bool(torch.isfinite(out).all()):
+            when = float(t) if not isinstance(t, Tensor) or t.dim() == 0 else float(t.min())
+            raise ValueError(f"event: fn(t, x) returned non-finite values (at t={when:.6g})")
+        return out.detach().to(x.dtype).reshape(-1)
+
+    def _crossed(self, ev: Event, g0: Tensor, g1: Tensor) -> Tensor:
+        if ev.direction == 1:
+            return (g0 < 0) & (g1 >= 0)
+        if ev.direction == -1:
+            return (g0 > 0) & (g1 <= 0)
+        return (g0 * g1 <= 0) & (g0 != 0)
+
+    def _fast(self, ev: Event, t: float, x: Tensor) -> Tensor:
+        """``fn(t, x)`` flattened, with only the shape checked (finiteness is checked together
+        with the crossing test, one host sync per step)."""
+        out = ev.fn(torch.full((), t, dtype=x.dtype, device=x.device), x)
+        if not isinstance(out, Tensor) or out.shape != self._want or out.dtype != x.dtype:
+            return self.value(ev, t, x)
+        return out.detach().reshape(-1)
+
+    # ----------------------------------------------------------------------- the hook
+    def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
+                 interp: Callable[[], Interpolant]) -> Tensor | None:
+        g_new = [self._fast(e, t_new, x_new) for e in self.events]
+        g_old = self.g_old
+        self.g_old = g_new
+        if self.gen is None:
+            # fast path, one host sync: every live path kept its sign (a NaN fails the test)
+            same = True
+            for g0, g1 in zip(g_old, g_new):
+                prod = g0 * g1
+                if self.any_frozen:
+                    prod = prod.masked_fill(self.frozen, 1.0)
+                same = same and bool((prod > 0).all())
+            if same:
+                return None
+        for e, g in zip(self.events, g_new):
+            if not bool(torch.isfinite(g).all()):
+                self.value(e, t_new, x_new)  # raises, naming the time
+        live = ~self.frozen
+        cross = [self._crossed(e, g0, g1) & live for e, g0, g1 in
+                 zip(self.events, g_old, g_new)]
+        if self.gen is not None:
+            cross = self._bridge(t, t_new, x, cross, g_old, g_new, live)
+        mask = cross[0]
+        for c in cross[1:]:
+            mask = mask | c
+        if not bool(mask.any()):
+            return None
+        return self._fire(t, t_new, x_new, interp, cross, g_old, g_new)
+
+    def _fire(self, t: float, t_new: float, x_new: Tensor, interp: Callable[[], Interpolant],
+              cross: list[Tensor], g_old: list[Tensor], g_new: list[Tensor]) -> Tensor | None:
+        n, d = self.n, self.d
+        h = t_new - t
+        best_t = torch.full((n,), math.inf, dtype=x_new.dtype, device=x_new.device)
+        best_x = torch.zeros((n, d), dtype=x_new.dtype, device=x_new.device)
+        best_i = torch.full((n,), -1, dtype=torch.long, device=x_new.device)
+        xn = x_new.reshape(n, d)
+        poly: _Rows | None = None
+        sde = self.sde is not None
+        union = torch.zeros(n, dtype=torch.bool, device=x_new.device)
+        for c in cross:
+            union |= c
+        rows_all = union.nonzero().squeeze(-1)
+        for k, (ev, c) in enumerate(zip(self.events, cross)):
+            rows = c.nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            if sde:
+                te = torch.full((rows.numel(),), t_new, dtype=x_new.dtype, device=x_new.device)
+                xe = xn[rows]
+            else:
+                if poly is None:
+                    poly = _Rows(interp(), rows_all, d, x_new)
+                sub = torch.searchsorted(rows_all, rows)
+                te, xe = self._locate(ev, t, h, poly, sub, g_old[k][rows], g_new[k][rows])
+            better = te < best_t[rows]
+            r = rows[better]
+            best_t[r], best_x[r], best_i[r] = te[better], xe[better], k
+        hit = best_i >= 0
+        terminal = torch.tensor([e.terminal for e in self.events], device=x_new.device)
+        is_term = hit & terminal[best_i.clamp(min=0)]
+        record = (hit & ~self.recorded) | is_term
+        self.event_t = torch.where(record, best_t, self.event_t)
+        self.event_x = torch.where(record.unsqueeze(-1), best_x, self.event_x)
+        self.event_index = torch.where(record, best_i, self.event_index)
+        self.recorded |= record
+        for k in range(len(self.events)):
+            self.fired[k] += int((record & (best_i == k)).sum())
+        if not bool(is_term.any()):
+            return None
+        self.frozen = self.frozen | is_term
+        self.any_frozen = True
+        self.all_frozen = bool(self.frozen.all())
+        out = torch.where(is_term.unsqueeze(-1), best_x, xn)
+        return out.reshape(x_new.shape)
+
+    def _locate(self, ev: Event, t: float, h: float, poly: _Rows, sub: Tensor, ga: Tensor,
+                gb: Tensor) -> tuple[Tensor, Tensor]:
+        """Illinois regula falsi per path on ``theta in [0, 1]`` (docs/math.md §stiff.5)."""
+        like = ga
+        a = torch.zeros_like(ga)
+        b = torch.ones_like(ga)
+        eps = torch.finfo(like.dtype).eps
+        tol = max(1e-13, 4 * eps) * max(abs(t), abs(t + h), abs(h)) / abs(h)
+        vals = poly.vals[sub]
+        sub_poly = _Sub(poly, vals)
+        side = torch.zeros_like(ga)  # +1: b was kept last time, -1: a was kept
+        theta = b.clone()
+        gt = gb.clone()
+        for _ in range(MAX_ILLINOIS):
+            theta = (a * gb - b * ga) / (gb - ga)
+            theta = torch.where(torch.isfinite(theta), theta, 0.5 * (a + b)).clamp(0.0, 1.0)
+            xt = sub_poly(theta)
+            tt = t + theta * h
+            gt = self.value(ev, tt if self.batched else tt.reshape(()),
+                            xt if self.batched else xt.reshape(self.like.shape))
+            left = torch.sign(gt) == torch.sign(ga)
+            # keep the bracket [a, b] around the root; halve the kept end's value (Illinois)
+            a_new = torch.where(left, theta, a)
+            b_new = torch.where(left, b, theta)
+            ga_new = torch.where(left, gt, torch.where(side < 0, ga * 0.5, ga))
+            gb_new = torch.where(left, torch.where(side > 0, gb * 0.5, gb), gt)
+            side = torch.where(left, torch.ones_like(side), -torch.ones_like(side))
+            a, b, ga, gb = a_new, b_new, ga_new, gb_new
+            done = ((b - a) <= tol) | (gt == 0)
+            if bool(done.all()):
+                break
+        theta = torch.where(gt == 0, theta, torch.where(ga.abs() < gb.abs(), a, b))
+        te = t + theta * h
+        return te, sub_poly(theta)
+
+    def _bridge(self, t: float, t_new: float, x: Tensor, cross: list[Tensor],
+                g_old: list[Tensor], g_new: list[Tensor], live: Tensor) -> list[Tensor]:
+        """Add the Brownian-bridge crossings of paths that stayed on one side."""
+        sde = self.sde
+        h = abs(t_new - t)
+        tt = torch.full((), t, dtype=x.dtype, device=x.device)
+        gfun = sde._fields()[1]
+        with torch.no_grad():
+            gx = gfun(tt, x.detach()).reshape(self.n, -1)
+        out = []
+        for ev, c, g0, g1 in zip(self.events, cross, g_old, g_new):
+            if not ev.bridge:
+                out.append(c)
+                continue
+            with torch.enable_grad():
+                xr = x.detach().requires_grad_(True)
+                val = ev.fn(tt, xr)
+                grad, = torch.autograd.grad(val.sum(), xr)
+            gr = grad.reshape(self.n, -1)
+            if sde.noise == "scalar":
+                var = (gr * gx).sum(-1) ** 2
+            else:
+                var = ((gr * gx) ** 2).sum(-1)
+            same = (g0 * g1 > 0) & live & ~c
+            p = torch.exp(-2.0 * g0 * g1 / (var * h).clamp_min(1e-300))
+            u = torch.rand(self.n, generator=self.gen, dtype=x.dtype).to(x.device)
+            out.append(c | (same & (u < p)))
+        return out
+
+    def stop(self) -> bool:
+        return self.all_frozen
+
+    def finish(self, sol: Solution) -> None:
+        shape = self.pshape
+        sol.event_t = self.event_t.reshape(shape)
+        sol.event_x = self.event_x.reshape((*shape, self.d) if self.batched
+                                           else tuple(self.like.shape))
+        sol.event_index = self.event_index.reshape(shape)
+        sol.stats["events"] = list(self.fired) if len(self.events) > 1 else self.fired[0]
+
+
+class _Sub:
+    """A :class:`_Rows` restricted to some of its rows."""
+
+    def __init__(self, poly: _Rows, vals: Tensor) -> None:
+        self.poly, self.vals = poly, vals
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        return self.poly.eval(theta, self.vals)
+
+
+# ----------------------------------------------------------------------------- the wrapper
+class _Frozen(Interpolant):
+    """A step's interpolant with the frozen paths held at their event state."""
+
+    __slots__ = ("inner", "mon")
+
+    def __init__(self, inner: Interpolant, mon: Monitor) -> None:
+        super().__init__(inner.t, inner.h, inner.x0, inner.x1)
+        self.inner, self.mon = inner, mon
+
+    def at(self, time: float) -> Tensor:
+        return self(min(1.0, max(0.0, (time - self.t) / self.h)))
+
+    def __call__(self, theta: float) -> Tensor:
+        y = self.inner(theta)
+        m = self.mon
+        if not m.any_frozen:
+            return y
+        time = self.t + theta * self.h
+        d = 1.0 if self.h > 0 else -1.0
+        held = m.frozen & (d * (m.event_t - time) <= 0)
+        yr = y.reshape(m.n, m.d)
+        return torch.where(held.unsqueeze(-1), m.event_x, yr).reshape(y.shape)
+
+
+class EventSolver(Solver, register=False):
+    """Runs ``inner`` with the frozen paths held at their event state and masked out of the
+    error estimate (so the paths still running keep their own step-size control)."""
+
+    def __init__(self, inner: Solver, mon: Monitor) -> None:
+        self.inner, self.mon = inner, mon
+        self.caps = inner.caps  # type: ignore[misc]
+        self.c = inner.c
+        self.noise_points = inner.noise_points  # type: ignore[misc]
+        self.name = inner.name  # type: ignore[misc]
+
+    def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
+        return self.inner.init(terms, t0, x0, h)
+
+    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+             state: Any, noise: Any) -> StepResult:
+        res = self.inner.step(terms, tt, t, h, x, state, noise)
+        m = self.mon
+        if not m.any_frozen:
+            return res
+        held = m.frozen.unsqueeze(-1)
+        xr = torch.where(held, m.event_x, res.x.reshape(m.n, m.d)).reshape(res.x.shape)
+        err = res.err
+        if err is not None:
+            err = torch.where(held, torch.zeros((), dtype=err.dtype, device=err.device),
+                              err.reshape(m.n, m.d)).reshape(err.shape)
+        return StepResult(xr, err, res.dense, res.state)
+
+    def interpolant(self, terms: Terms, t: float, h: float, x0: Tensor, x1: Tensor,
+                    dense: Any) -> Interpolant:
+        return _Frozen(self.inner.interpolant(terms, t, h, x0, x1, dense), self.mon)
+
+    def controller_order(self, noise: str | None) -> float:
+        return self.inner.controller_order(noise)
+
+    def check(self, problem: Any) -> None:
+        self.inner.check(problem)
+
+    def for_kind(self, kind: str) -> Solver:
+        return self
+
+    def begin(self, rtol: float | None, atol: float | None) -> None:
+        f = getattr(self.inner, "begin", None)
+        if callable(f):
+            f(rtol, atol)
+
+    def stats(self) -> dict[str, Any]:
+        f = getattr(self.inner, "stats", None)
+        return f() if callable(f) else {}
+
+    def failure(self) -> Any:
+        f = getattr(self.inner, "failure", None)
+        return f() if callable(f) else None
+
+    def __repr__(self) -> str:
+        return f"EventSolver({self.inner!r})"
+
+
+# ------------------------------------------------------------------------------ extension
+def _events(spec: Any) -> list[Event]:
+    evs = list(spec) if isinstance(spec, (tuple, list)) else [spec]
+    if not evs or not all(isinstance(e, Event) for e in evs):
+        raise TypeError(f"event: expected an sdeflow.Event or a tuple of them, got {spec!r}")
+    return evs
+
+
+def solve_with_events(args: dict[str, Any], extra: dict[str, Any]) -> Solution:
+    """``solve(..., event=...)``: check the events, wrap the solver, run the loop with the
+    monitor as a hook (``sdeflow.solve.EXTENSIONS['event']``)."""
+    from . import _checks as ck  # noqa: PLC0415
+
+    evs = _events(extra["event"])
+    problem = ck.problem(args["problem"], args["t_span"])
+    x0 = args["x0"]
+    ck.state(x0, isinstance(problem, SDE))
+    t0, _, _ = ck.times(args["t_span"], args["ts"], x0)
+    is_sde = isinstance(problem, SDE)
+    if any(e.bridge for e in evs):
+        if not is_sde:
+            raise ValueError("bridge: the Brownian-bridge correction is for SDEs; an ODE's "
+                             "crossings are located exactly (drop bridge=True)")
+        if problem.noise == "general":
+            raise ValueError("bridge: the Brownian-bridge correction needs scalar, diagonal "
+                             "or additive noise, got noise='general'")
+    _, adaptive = _solve._controller(args["steps"], args["dt"], args["rtol"], args["atol"],
+                                     args["controller"], args["solver"])
+    inner = _solve._pick_solver(problem, args["solver"], adaptive)
+    mon = Monitor(evs, x0, t0, problem if is_sde else None, args["seed"])
+    if any(e.bridge for e in evs):
+        _check_bridge(evs, x0, t0)
+    run_args = dict(args)
+    run_args["solver"] = EventSolver(inner, mon)
+    return _solve.run(**run_args, hooks=[mon])
+
+
+def _check_bridge(evs: list[Event], x0: Tensor, t0: float) -> None:
+    tt = torch.full((), t0, dtype=x0.dtype, device=x0.device)
+    for e in evs:
+        if not e.bridge:
+            continue
+        try:
+            with torch.enable_grad():
+                xr = x0.detach().requires_grad_(True)
+                val = e.fn(tt, xr)
+                torch.autograd.grad(val.sum(), xr)
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise ValueError(f"bridge: the event function must be differentiable by autograd "
+                             f"(its gradient scales the crossing probability): {err}") from err
+
+
+solve_with_events.default = None  # type: ignore[attr-defined]
+_solve.EXTENSIONS["event"] = solve_with_events
+
+__all__ = ["Event", "Monitor", "EventSolver", "solve_with_events"]
