@@ -43,6 +43,7 @@ Tensor = torch.Tensor
 
 #: Jacobians are re-evaluated after a step whose Newton contraction rate exceeded this
 THETA_JACOBIAN = 0.05
+FIXED_MAX_ITER = 50  # Newton iterations allowed per stage with fixed steps
 
 
 # -------------------------------------------------------------------------------- tableaus
@@ -240,7 +241,10 @@ class ImplicitSolver(Solver, register=False):
     def newton(self, terms: Terms) -> Newton:
         if self._nw is None or self._problem is not terms.problem:
             field, user = self._field_and_jac(terms)
-            self._nw = Newton(Jacobian(field, user), self.kappa, self.max_iter)
+            # fixed steps converge to round-off, which a simplified Newton iteration on a
+            # nonlinear field reaches only linearly: allow more iterations there
+            limit = max(self.max_iter, FIXED_MAX_ITER) if self._fixed else self.max_iter
+            self._nw = Newton(Jacobian(field, user), self.kappa, limit)
             self._problem = terms.problem
         return self._nw
 
