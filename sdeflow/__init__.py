@@ -11,6 +11,7 @@ from .brownian import BrownianPath
 from .controllers import ConstantController, PIController
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .problems import ODE, SDE
+from .semilinear import SemilinearODE, SemilinearSDE
 from .solution import Solution
 from .solve import solve
 
@@ -29,5 +30,5 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ODE", "SDE", "BrownianPath", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
-    "PIController", "ConstantController",
+    "PIController", "ConstantController", "SemilinearODE", "SemilinearSDE",
 ]

@@ -16,6 +16,16 @@ from .adaptive_sde import (
 )
 from .base import Capabilities, Solver, StepResult, Terms, noise_term
 from .embedded import Bosh3, Dopri5, EmbeddedRungeKutta, HeunEuler, Tsit5
+from .exponential import (
+    DDIM,
+    DPMSolver2,
+    DPMSolver3,
+    DPMSolverPP2M,
+    DPMSolverPP2MSDE,
+    DPMSolverPP3M,
+    UniPC2,
+    UniPC3,
+)
 from .multistep import AdamsBashforth3
 from .registry import get, names, register, resolve
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
@@ -45,5 +55,6 @@ __all__ = [
     "MilsteinStratonovich", "StochasticHeun", "SRA1", "EmbeddedRungeKutta", "HeunEuler",
     "Bosh3", "Dopri5", "Tsit5", "AdamsBashforth3", "StepDoubling", "AdaptiveMilstein",
     "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "register", "get", "resolve", "names",
-    "noise_term",
+    "noise_term", "DDIM", "DPMSolver2", "DPMSolver3", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC2",
+    "UniPC3", "DPMSolverPP2MSDE",
 ]

@@ -59,6 +59,8 @@ class Capabilities:
         space_time: needs the space-time integral of the Brownian path.
         interpolant: ``"hermite"``, ``"table"`` (the RK continuous extension), ``"linear"``,
             ``"multistep"`` or ``"own"`` (the solver's :meth:`Solver.interpolant`).
+        semilinear: needs a semilinear problem (:class:`~sdeflow.semilinear.SemilinearODE` /
+            ``SemilinearSDE``): an exponential integrator.
     """
 
     sde: bool = False
@@ -74,6 +76,7 @@ class Capabilities:
     fsal: bool = False
     space_time: bool = False
     interpolant: str = "hermite"
+    semilinear: bool = False
 
     def __post_init__(self) -> None:
         for name in ("strong_order", "weak_order"):
