@@ -252,17 +252,37 @@ class _Multistep(Exponential, register=False):
             return StepResult(x_new, None, None, hist)
         use = hist[-q:][::-1]  # newest first: node 0 is the current point
         rho = [(tj - tau_s) / H for tj, _ in use]
-        w = taylor_weights(rho, hh, z, self.d2_scale)
+        if q == 2 and getattr(self, "midpoint", False):
+            w1 = hh * phi(1, z)  # (1/2) h phi_1 (N_0 - N_1) / (-rho_1) in place of h^2 phi_2 N'
+            c = 0.5 * w1 / (-rho[1])
+            w = [w1 + c, -c]
+        else:
+            w = taylor_weights(rho, hh, z, self.d2_scale)
         x_new = _combine(ratio * x, G, w, [nj for _, nj in use])
         return StepResult(x_new, None, None, hist)
 
 
 class DPMSolverPP2M(_Multistep, name="dpm_solver_pp2m"):
-    """Multistep order 2 (DPM-Solver++(2M) in the Taylor-consistent "heun" form, math §3):
-    nodes ``{0, rho_{n-1}}``; the first step is order 1. One evaluation per step."""
+    """Multistep order 2 (DPM-Solver++(2M), math §3): nodes ``{0, rho_{n-1}}``; the first step
+    is order 1. One evaluation per step.
+
+    Args:
+        variant: ``"taylor"`` (default; ``h^2 phi_2`` on the divided difference, diffusers'
+            ``solver_type="heun"``) or ``"midpoint"`` (``(1/2) h phi_1`` in its place, the
+            paper's Algorithm 2 and diffusers' default). Both are of order 2.
+        lower_final, grid: as :class:`Exponential`.
+    """
 
     caps = Capabilities(order=2.0, stateful=True, semilinear=True)
     order = 2
+
+    def __init__(self, variant: str = "taylor", lower_final: int = 0,
+                 grid: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(lower_final, grid)
+        if variant not in ("taylor", "midpoint"):
+            raise ValueError(f"variant: expected 'taylor' or 'midpoint', got {variant!r}")
+        self.variant = variant
+        self.midpoint = variant == "midpoint"
 
 
 class DPMSolverPP3M(_Multistep, name="dpm_solver_pp3m"):

@@ -185,25 +185,50 @@ def test_bad_input() -> None:
         sample(mg.x0, path, x0, solver="ddim", steps=5, param="x0", seed=1)
 
 
+def _second_moment(path: GaussianPath, tgt: object, t: float) -> float:
+    """Exact E|X_t|^2 of the mixture marginal: sum_k pi_k (alpha^2 (|mu_k|^2 + tr S_k) +
+    d beta^2)."""
+    v = path.schedule(torch.tensor(t, dtype=F64))
+    a2, b2 = float(v.alpha) ** 2, float(v.beta) ** 2
+    tr = tgt.covs.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return float((tgt.weights * (a2 * ((tgt.means ** 2).sum(-1) + tr)
+                                 + tgt.dim * b2)).sum())
+
+
 def test_sde_sampler_weak_error() -> None:
-    """dpm_solver_pp2m_sde (eta = 1) on VP from exact p_0 samples (n = 20000, seed 1): the
-    mean and second moment of the output against the exact target's; the bias at 10 steps
-    exceeds the one at 40 steps by the factor of a first-order method (>= 2), and at 40 steps
-    it is within 4 standard errors plus the extrapolated bias e(40) ~ e(20)/2."""
+    """dpm_solver_pp2m_sde (eta = 1, lambda grid) on VP from exact p_0 samples (n = 20000,
+    seed 1; noise seed 7): the weak error of E|X|^2 against the exact marginal at t = 1 - 1e-3
+    falls at least at first order (e(20) >= 2^0.8 e(40) - 4 se), and at 80 steps it is within
+    4 standard errors plus the first-order extrapolation e(40)/2. (Measured: e = 0.48, 0.090,
+    0.013 with se = 0.013, 0.012, 0.011: faster than order 1 in this range.)"""
     path = GaussianPath(VariancePreserving())
     tgt = datasets.mixture2d()
     mg = path.marginal(tgt)
     n = 20_000
     x0 = mg.sample(n, 0.0, generator=torch.Generator().manual_seed(1))
-    m_ex = tgt.mean()
-    s2_ex = float((tgt.covariance().diagonal() + m_ex ** 2).sum())
-    s2_ref = mg.sample(n, T_END, generator=torch.Generator().manual_seed(2))
-    se = float((s2_ref ** 2).sum(-1).std()) / math.sqrt(n)
-    errs = {}
-    for k in (10, 20, 40):
+    m2 = _second_moment(path, tgt, T_END)
+    errs, ses = {}, {}
+    for k in (20, 40, 80):
         y = sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=k, param="x0",
                    seed=7).ys[-1]
-        errs[k] = float((y ** 2).sum(-1).mean()) - s2_ex
-    # the exact p at t = 1 - 1e-3 differs from the target by beta^2 = O(1e-4) per coordinate
-    assert abs(errs[10]) > 2 * abs(errs[40]) - 4 * se, errs
-    assert abs(errs[40]) < 4 * se + abs(errs[20]) / 2 + 2e-3, (errs, se)
+        q = (y ** 2).sum(-1)
+        errs[k], ses[k] = float(q.mean()) - m2, float(q.std()) / math.sqrt(n)
+    assert abs(errs[20]) >= 2 ** 0.8 * abs(errs[40]) - 4 * ses[20], (errs, ses)
+    assert abs(errs[40]) >= 2 ** 0.8 * abs(errs[80]) - 4 * ses[40], (errs, ses)
+    assert abs(errs[80]) <= 4 * ses[80] + abs(errs[40]) / 2, (errs, ses)
+    assert abs(errs[20]) > 10 * ses[20]  # the bias is resolved: the test has power
+
+
+def test_sde_sampler_on_a_shared_brownian_path() -> None:
+    """The same BrownianPath gives the same sample (and a different path a different one)."""
+    path = GaussianPath(VariancePreserving())
+    mg = path.marginal(datasets.mixture2d())
+    x0 = mg.sample(50, 0.0, generator=torch.Generator().manual_seed(1))
+    bm = sf.BrownianPath((50, 2), t0=0.0, t1=1.0, seed=3, dtype=F64)
+    a = sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=8, param="x0",
+               brownian=bm).ys[-1]
+    b = sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=8, param="x0",
+               brownian=bm).ys[-1]
+    c = sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=8, param="x0",
+               seed=4).ys[-1]
+    assert torch.equal(a, b) and not torch.allclose(a, c)
