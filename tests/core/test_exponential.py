@@ -208,3 +208,28 @@ def test_sde_step_exact_in_law_for_linear_gaussian() -> None:
     # the drift-only Euler--Maruyama at 4 steps is visibly off in the variance
     em = sf.solve(pr, x0, (0.0, T), solver="euler_maruyama", steps=4, seed=3).ys[-1]
     assert abs(float(em.var()) - v) > 10 * v * math.sqrt(2 / n)
+
+
+# ------------------------------------------------------------------------ exactness
+@settings(max_examples=25, deadline=None)
+@given(L=st.floats(-40.0, 5.0), a=st.floats(-3.0, 3.0), b=st.floats(-3.0, 3.0),
+       steps=st.integers(3, 12), x0=st.floats(-2.0, 2.0))
+def test_polynomial_forcing_is_integrated_exactly(L: float, a: float, b: float, steps: int,
+                                                  x0: float) -> None:
+    """x' = L x + a + b t: every solver is exact for b = 0 (the weights integrate constants);
+    the solvers whose every step uses two or more nodes are exact for b != 0 too.
+    Exact: x(t) = e^{Lt} x0 + int_0^t e^{L(t-r)} (a + b r) dr."""
+    T = 1.0
+    def exact(bb: float) -> float:
+        if abs(L) < 1e-12:
+            return x0 + a * T + bb * T * T / 2
+        e = math.exp(L * T)
+        return e * x0 + a * (e - 1) / L + bb * ((e - 1) / (L * L) - T / L)
+    x = torch.tensor([x0], dtype=F64)
+    for bb, names in ((0.0, ODE_SOLVERS), (b, ("dpm_solver2", "dpm_solver3",
+                                                "dpm_solver_pp3m"))):
+        pr = sf.SemilinearODE.etd(L, lambda t, y, bb=bb: a + bb * t + 0 * y)
+        want = exact(bb)
+        for name in names:
+            y = float(sf.solve(pr, x, (0.0, T), solver=name, steps=steps).ys[-1])
+            assert abs(y - want) <= 1e-10 * max(1.0, abs(want)), (name, y, want)

@@ -21,6 +21,7 @@ from sdeflow_generative import (
     GaussianPath,
     ProbabilityFlowODE,
     ScheduleValues,
+    SquareRoot,
     VariancePreserving,
     datasets,
     sample,
@@ -36,12 +37,13 @@ F64 = torch.float64
 STEPS = (48, 96, 192, 384)
 T_END = 1 - 1e-3
 PATHS = {"condot": CondOT, "cosine": Cosine, "vp": VariancePreserving}
+EXTRA = {"sqrt": SquareRoot}
 _REF: dict[str, tuple] = {}
 
 
 def _setup(name: str) -> tuple:
     if name not in _REF:
-        path = GaussianPath(PATHS[name]())
+        path = GaussianPath({**PATHS, **EXTRA}[name]())
         mg = path.marginal(datasets.mixture2d())
         t0 = 0.0 if name == "vp" else 1e-3
         x0 = mg.sample(64, t0, generator=torch.Generator().manual_seed(0))
@@ -51,11 +53,13 @@ def _setup(name: str) -> tuple:
     return _REF[name]
 
 
-def _measure(name: str, solver: str, steps=STEPS, **kw: object) -> tuple[float, tuple, list]:
+def _measure(name: str, solver: str, steps=STEPS, param: str = "x0", **kw: object
+             ) -> tuple[float, tuple, list]:
     path, mg, x0, ref = _setup(name)
     errs = []
     for n in steps:
-        y = sample(mg.x0, path, x0, solver=solver, steps=n, param="x0", **kw).ys[-1]
+        y = sample(mg.model(param), path, x0, solver=solver, steps=n, param=param,
+                   **kw).ys[-1]
         errs.append(float((y - ref).norm(dim=-1).mean()))
     p, ci = _regression_fit([1.0 / n for n in steps], errs, 0.95)
     return p, ci, errs
@@ -86,6 +90,13 @@ def test_corrector_and_coefficient_matter(path_name: str) -> None:
     assert abs(p - 2.0) <= 0.2, (p, ci, errs)
     p, ci, errs = _measure(path_name, "dpm_solver_pp3m", variant="published")
     assert abs(p - 2.0) <= 0.3 and p < 2.5, (p, ci, errs)
+
+
+@pytest.mark.parametrize("solver", ["dpm_solver_pp2m", "dpm_solver3"])
+def test_order_on_the_square_root_path(solver: str) -> None:
+    """The fourth path (beta_dot infinite at t = 1), with a score model: same criterion."""
+    p, ci, errs = _measure("sqrt", solver, param="score")
+    assert abs(p - REGISTRY[solver].caps.order) <= 0.2, (p, ci, errs)
 
 
 @pytest.mark.parametrize("form", ["x0", "eps"])
