@@ -233,3 +233,16 @@ def test_polynomial_forcing_is_integrated_exactly(L: float, a: float, b: float, 
         for name in names:
             y = float(sf.solve(pr, x, (0.0, T), solver=name, steps=steps).ys[-1])
             assert abs(y - want) <= 1e-10 * max(1.0, abs(want)), (name, y, want)
+
+
+def test_unipc3_warmup_makes_it_order_three() -> None:
+    """x' = e^t (L = 0: pure quadrature): the first UniPC-3 step (UniP-1 + UniC-1, local
+    error -h^3 N''/12) survives undamped, so the declared order is 3 although the steady steps
+    are of order 4 (on the stiff problem above the first step's error cancels: order ~4)."""
+    pr = sf.SemilinearODE.etd(0.0, lambda t, x: torch.exp(t) + 0 * x)
+    x0 = torch.zeros(1, dtype=F64)
+    steps = (80, 160, 320, 640)
+    errs = [abs(float(sf.solve(pr, x0, (0.0, 1.0), solver="unipc3", steps=n).ys[-1])
+                - (math.e - 1)) for n in steps]
+    p, ci = _regression_fit([1.0 / n for n in steps], errs, 0.95)
+    assert abs(p - 3.0) <= 0.2, (p, ci, errs)
