@@ -84,7 +84,7 @@ def orders(quick: bool) -> None:
     emit("|---|---|---|---|---|")
     cfgs: list[tuple[str, str, dict[str, Any], float | None]] = [
         (s, s, {}, None) for s in FEW_STEP] + [
-        ("2M midpoint", "dpm_solver_pp2m", {"variant": "midpoint"}, 2.0),
+        ("2M taylor", "dpm_solver_pp2m", {"variant": "taylor"}, 2.0),
         ("unipc2 no corrector", "unipc2", {"corrector": False}, 2.0),
         ("unipc3 no corrector", "unipc3", {"corrector": False}, 3.0),
         ("3M published coef", "dpm_solver_pp3m", {"variant": "published"}, 2.0),
@@ -157,7 +157,7 @@ def table(quick: bool) -> None:
                  " | W1: Euler@100 | W1: Heun@20 | rms: Euler@100 | rms: Heun@20 | W1 in null |")
             emit("|---|---|" + "---|" * (len(nfes) + 5))
             rows = [(s, g, {}) for s in solvers for g in GRIDS]
-            rows += [("dpm_solver_pp2m", g, {"variant": "midpoint"}) for g in GRIDS]
+            rows += [("dpm_solver_pp2m", g, {"variant": "taylor"}) for g in GRIDS]
             if not quick:
                 rows += [("dpm_solver_pp2m", g, {"lower_final": 1}) for g in GRIDS]
                 rows += [("dpm_solver_pp3m", g, {"lower_final": 2}) for g in GRIDS]
@@ -246,11 +246,11 @@ def peers(quick: bool) -> None:
     common = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
                   beta_end=0.02, lower_order_final=False, final_sigmas_type="sigma_min")
     cases = [
-        ("dpm_solver_pp2m", {}, DPMSolverMultistepScheduler,
+        ("dpm_solver_pp2m", {"variant": "taylor"}, DPMSolverMultistepScheduler,
          dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="heun")),
-        ("dpm_solver_pp2m", {"variant": "midpoint"}, DPMSolverMultistepScheduler,
-         dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint")),
         ("dpm_solver_pp2m", {}, DPMSolverMultistepScheduler,
+         dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint")),
+        ("dpm_solver_pp2m", {"variant": "taylor"}, DPMSolverMultistepScheduler,
          dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint")),
         ("dpm_solver_pp3m", {"warmup": "multistep", "variant": "published"},
          DPMSolverMultistepScheduler, dict(solver_order=3, algorithm_type="dpmsolver++",

@@ -20,7 +20,7 @@ name                          order  nodes
 ``ddim``                      1      ``{0}`` (DDIM = DPM-Solver-1 = ETD1)
 ``dpm_solver2``               2      ``{0, 1/2}``: one stage (singlestep)
 ``dpm_solver3``               3      ``{0, 1/3, 2/3}``: two stages, the second of order 2
-``dpm_solver_pp2m``           2      ``{0, rho_{n-1}}``: history (multistep); warm-up order 1
+``dpm_solver_pp2m``           2      ``{0, rho_{n-1}}`` (or the midpoint weight, default); warm-up 1
 ``dpm_solver_pp3m``           3      ``{0, rho_{n-1}, rho_{n-2}}``; warm-up by ``dpm_solver2``
 ``unipc2``, ``unipc3``        3, 3   UniPC predictor of order p + corrector (math §4)
 ``dpm_solver_pp2m_sde``       weak 1 2M drift, exact linear part, exact noise variance (SDE)
@@ -267,16 +267,19 @@ class DPMSolverPP2M(_Multistep, name="dpm_solver_pp2m"):
     is order 1. One evaluation per step.
 
     Args:
-        variant: ``"taylor"`` (default; ``h^2 phi_2`` on the divided difference, diffusers'
-            ``solver_type="heun"``) or ``"midpoint"`` (``(1/2) h phi_1`` in its place, the
-            paper's Algorithm 2 and diffusers' default). Both are of order 2.
+        variant: ``"midpoint"`` (default; ``(1/2) h phi_1`` on the difference ``N_n -
+            N_{n-1}`` scaled by ``h / (tau_n - tau_{n-1})``: the paper's Algorithm 2 and
+            diffusers' default) or ``"taylor"`` (``h^2 phi_2`` times the divided difference,
+            the truncated expansion (1.2); diffusers' ``solver_type="heun"``). Both are of
+            order 2; ``"midpoint"`` puts less weight on the extrapolated derivative and is the
+            more accurate at 10-20 steps on every path measured (docs/fewstep.md).
         lower_final, grid: as :class:`Exponential`.
     """
 
     caps = Capabilities(order=2.0, stateful=True, semilinear=True)
     order = 2
 
-    def __init__(self, variant: str = "taylor", lower_final: int = 0,
+    def __init__(self, variant: str = "midpoint", lower_final: int = 0,
                  grid: Sequence[float] | Tensor | None = None) -> None:
         super().__init__(lower_final, grid)
         if variant not in ("taylor", "midpoint"):

@@ -31,9 +31,9 @@ def _run(sched, mg, path, x0, ts):
 
 
 CASES = [
-    ("dpm_solver_pp2m", {}, "DPMSolverMultistepScheduler",
+    ("dpm_solver_pp2m", {"variant": "taylor"}, "DPMSolverMultistepScheduler",
      dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="heun"), 1e-5),
-    ("dpm_solver_pp2m", {"variant": "midpoint"}, "DPMSolverMultistepScheduler",
+    ("dpm_solver_pp2m", {}, "DPMSolverMultistepScheduler",
      dict(solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint"), 1e-5),
     ("dpm_solver_pp3m", {"variant": "published", "warmup": "multistep"},
      "DPMSolverMultistepScheduler",
