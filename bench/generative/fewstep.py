@@ -298,16 +298,21 @@ def sde(quick: bool) -> None:
     emit(f"## Stochastic: dpm_solver_pp2m_sde (eta=1), VP, n={n}; exact E|X|^2 sample "
          f"{m2:.4f} +- {se:.4f}")
     emit("")
-    emit("| steps | E|X|^2 error | sliced W1 | EM (DiffusionSDE eta=1) W1 |")
-    emit("|---|---|---|---|")
+    cfgs = [("lambda", {}), ("lambda", {"lower_final": 1}), ("t", {"lower_final": 1}),
+            ("t", {}), ("lambda", {"variant": "taylor"})]
+    emit("| steps | " + " | ".join(f"{g} {kw or ''}: E|X|^2 err, W1" for g, kw in cfgs) +
+         " | EM in t (DiffusionSDE eta=1): W1 |")
+    emit("|---|" + "---|" * (len(cfgs) + 1))
     sde_em = gen.DiffusionSDE(path, mg.x0, param="x0", eta=1.0)
     for k in (5, 10, 20, 40, 80):
-        sol = gen.sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=k, param="x0",
-                         seed=7)
-        out = sol.ys[-1]
+        cells = []
+        for grid, kw in cfgs:
+            out = gen.sample(mg.x0, path, x0, solver="dpm_solver_pp2m_sde", steps=k,
+                             param="x0", seed=7, grid=grid, **kw).ys[-1]
+            cells.append(f"{float((out ** 2).sum(-1).mean()) - m2:+.3f}, "
+                         f"{sliced_w1(out, y, dirs):.4f}")
         em = sf.solve(sde_em, x0, (0.0, T_END), solver="euler_maruyama", steps=k, seed=7).ys[-1]
-        emit(f"| {k} | {float((out ** 2).sum(-1).mean()) - m2:+.4f} | "
-             f"{sliced_w1(out, y, dirs):.4f} | {sliced_w1(em, y, dirs):.4f} |")
+        emit(f"| {k} | " + " | ".join(cells) + f" | {sliced_w1(em, y, dirs):.4f} |")
     emit("")
 
 

@@ -418,14 +418,23 @@ class DPMSolverPP2MSDE(Exponential, name="dpm_solver_pp2m_sde"):
 
         x_t = E(t)/E(s) x_s + G(t) sum_j W_j N_j + noise_std(s, t) dW / sqrt(|t - s|),
 
-    the drift as :class:`DPMSolverPP2M`, the linear part exact, and the noise a Gaussian of the
-    exact step's variance drawn from the Brownian increment ``dW`` (so it runs on a shared
-    ``BrownianPath``). Additive noise, Ito; weak order 1."""
+    the drift as :class:`DPMSolverPP2M` (``variant`` ``"midpoint"``, the default: for the
+    eta = 1 Gaussian-path SDE it is DPM-Solver++(2M) SDE; or ``"taylor"``), the linear part
+    exact, and the noise a Gaussian of the exact step's variance drawn from the Brownian
+    increment ``dW`` (so it runs on a shared ``BrownianPath``). Additive noise, Ito; weak
+    order 1."""
 
     caps = Capabilities(sde=True, order=2.0, weak_order={"additive": 1.0},
                         noise_types=("additive",), kinds=("ito",), stateful=True,
                         semilinear=True)
     problem_types = (SemilinearSDE,)
+
+    def __init__(self, variant: str = "midpoint", lower_final: int = 0,
+                 grid: Sequence[float] | Tensor | None = None) -> None:
+        super().__init__(lower_final, grid)
+        if variant not in ("taylor", "midpoint"):
+            raise ValueError(f"variant: expected 'taylor' or 'midpoint', got {variant!r}")
+        self.variant = variant
 
     def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
         return ()
@@ -442,7 +451,13 @@ class DPMSolverPP2MSDE(Exponential, name="dpm_solver_pp2m_sde"):
         q = self._order_cap(t, len(hist))
         use = hist[-q:][::-1]
         ratio, G, hh, z = p.step_coefficients(s, tn)
-        w = taylor_weights([(tj - tau_s) / H for tj, _ in use], hh, z)
+        rho = [(tj - tau_s) / H for tj, _ in use]
+        if q == 2 and self.variant == "midpoint":
+            w1 = hh * phi(1, z)
+            c = 0.5 * w1 / (-rho[1])
+            w = [w1 + c, -c]
+        else:
+            w = taylor_weights(rho, hh, z)
         x_new = _combine(ratio * x, G, w, [nj for _, nj in use])
         (dw,) = noise  # type: ignore[misc]
         x_new = x_new + p.noise_std(s, tn) * dw / math.sqrt(abs(h))
