@@ -151,6 +151,20 @@ class SemilinearODE(ODE):
         return cls(nonlinear, tau=lambda t: t, log_scale=log_scale, rate=neg, gain=1.0,
                    linear=linear, tau_dot=torch.ones_like, tau_inverse=lambda s: s)
 
+    @classmethod
+    def from_linear(cls, A: Tensor) -> SemilinearODE:
+        """``x' = A x`` split as ETD: the diagonal of ``A`` exact, the rest as ``N``
+        (``sdeflow verify`` runs exponential integrators on its ``LinearODE`` this way)."""
+        if not isinstance(A, Tensor) or A.dim() != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"A: expected a square matrix tensor, got {type(A).__name__}")
+        diag = torch.diagonal(A).clone()
+        off_t = (A - torch.diag(diag)).T.contiguous()
+
+        def n(t: Tensor, x: Tensor) -> Tensor:
+            return x @ off_t.to(x)
+
+        return cls.etd(diag, n)
+
     # ------------------------------------------------------------------ the fields
     def nonlinear(self, t: Tensor, x: Tensor) -> Tensor:
         """``N(t, x)`` (uncounted; solvers call it through ``terms.u``, see :meth:`counted`)."""

@@ -475,8 +475,15 @@ def ode_order(
     x0 = x0.to(dtype=dtype, device=device)
     exact = reference.exact(t1, x0)
     errors = []
+    problem = reference.problem
+    if getattr(getattr(inst, "caps", None), "semilinear", False):  # exponential integrators
+        from .semilinear import SemilinearODE  # noqa: PLC0415
+
+        problem = SemilinearODE.from_linear(reference.A)
+        if expected is None:
+            expected = inst.caps.order
     for n in steps:
-        sol = solve(reference.problem, x0, t_span=(0.0, t1), solver=inst, steps=n)
+        sol = solve(problem, x0, t_span=(0.0, t1), solver=inst, steps=n)
         errors.append(float(torch.linalg.vector_norm(sol.x_final - exact, dim=-1).mean()))
     dts = [t1 / n for n in steps]
     notes = []
@@ -1193,6 +1200,8 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
     seed = cfg["seed"]
     for spec in solvers:
         inst, _ = _solver_info(spec)
+        if getattr(getattr(inst, "caps", None), "semilinear", False) and inst.caps.sde:
+            continue  # needs a SemilinearSDE: checked by tests/core/test_exponential.py
         if getattr(inst, "is_sde", False) and getattr(inst, "adaptive", False):
             # its fixed-step behaviour is its base scheme's (checked there); check adaptivity
             emit(sde_tolerance_order(inst, n_paths=cfg["sde_tolerance_paths"], seed=seed))

@@ -223,7 +223,7 @@ class _Multistep(Exponential, register=False):
 
     State: a tuple of ``(tau_j, N_j)``, newest last (never mutated)."""
 
-    order = 2
+    p_max = 2  # the number of history nodes
     d2_scale = 1.0
     warmup = "multistep"
 
@@ -238,11 +238,11 @@ class _Multistep(Exponential, register=False):
         tau_s, tau_t = self._tau(p, s), self._tau(p, tn)
         H = tau_t - tau_s
         n0 = n(s, x)
-        hist = (*state, (tau_s, n0))[-self.order:]
-        q = self._order_cap(t, min(self.order, len(hist)))
+        hist = (*state, (tau_s, n0))[-self.p_max:]
+        q = self._order_cap(t, min(self.p_max, len(hist)))
         ratio, G, hh, z = p.step_coefficients(s, tn)
-        if (len(hist) == 1 and self.order > 2 and self.warmup == "singlestep"
-                and self._order_cap(t, self.order) == self.order):
+        if (len(hist) == 1 and self.p_max > 2 and self.warmup == "singlestep"
+                and self._order_cap(t, self.p_max) == self.p_max):
             # the first step by DPM-Solver-2 (one extra evaluation): keeps the global order 3
             tu, r = self._stage_time(p, tt[1] if len(tt) > 1 else tt[0], tau_s, H, 0.5)
             ru, Gu, hu, zu = p.step_coefficients(s, tu)
@@ -277,7 +277,7 @@ class DPMSolverPP2M(_Multistep, name="dpm_solver_pp2m"):
     """
 
     caps = Capabilities(order=2.0, stateful=True, semilinear=True)
-    order = 2
+    p_max = 2
 
     def __init__(self, variant: str = "midpoint", lower_final: int = 0,
                  grid: Sequence[float] | Tensor | None = None) -> None:
@@ -302,7 +302,7 @@ class DPMSolverPP3M(_Multistep, name="dpm_solver_pp3m"):
 
     caps = Capabilities(order=3.0, stateful=True, semilinear=True)
     c = (0.0, 0.5)
-    order = 3
+    p_max = 3
 
     def __init__(self, warmup: str = "singlestep", variant: str = "taylor",
                  lower_final: int = 0, grid: Sequence[float] | Tensor | None = None) -> None:
@@ -330,7 +330,7 @@ class _UniPC(Exponential, register=False):
         lower_final, grid: as :class:`Exponential`.
     """
 
-    order = 2
+    p_max = 2  # the predictor's order
 
     def __init__(self, corrector: bool = True, variant: str = "bh2", lower_final: int = 0,
                  grid: Sequence[float] | Tensor | None = None) -> None:
@@ -389,8 +389,8 @@ class _UniPC(Exponential, register=False):
             tau_p = self._tau(p, sp)
             past = list(hist[:-1][::-1])  # newest first, without the previous point itself
             x = self._update(p, sp, s, x_prev, hist[-1][1], past, tau_p, q_prev, n0)
-        hist = (*hist, (tau_s, n0))[-self.order:]
-        q = self._order_cap(t, min(self.order, len(hist)))
+        hist = (*hist, (tau_s, n0))[-self.p_max:]
+        q = self._order_cap(t, min(self.p_max, len(hist)))
         past = list(hist[:-1][::-1])
         x_new = self._update(p, s, tn, x, n0, past, tau_s, q, None)
         return StepResult(x_new, None, None, (hist, (x, t, q)))
@@ -400,7 +400,7 @@ class UniPC2(_UniPC, name="unipc2"):
     """UniPC with the order-2 predictor: order 3 with the corrector, 2 without (math §4)."""
 
     caps = Capabilities(order=3.0, stateful=True, semilinear=True)
-    order = 2
+    p_max = 2
 
 
 class UniPC3(_UniPC, name="unipc3"):
@@ -409,7 +409,7 @@ class UniPC3(_UniPC, name="unipc3"):
     ``h^3``) caps the global order at 3 -- declared 3 (math §4)."""
 
     caps = Capabilities(order=3.0, stateful=True, semilinear=True)
-    order = 3
+    p_max = 3
 
 
 # ------------------------------------------------------------------------------------ SDE
