@@ -13,6 +13,7 @@ from .controllers import ConstantController, PIController
 from .errors import MaxStepsError, NewtonError, NonFiniteError, SolverError, StepSizeError
 from .events import Event
 from .problems import ODE, SDE
+from .semilinear import SemilinearODE, SemilinearSDE
 from .solution import Solution
 from .solve import solve
 
@@ -31,5 +32,6 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "ODE", "SDE", "BrownianPath", "BrownianTree", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
-    "PIController", "ConstantController", "NewtonError", "Event",
+    "PIController", "ConstantController", "NewtonError", "Event", "SemilinearODE",
+    "SemilinearSDE",
 ]

@@ -16,9 +16,10 @@ A plugin of sdeflow (entry-point group ``sdeflow.plugins``, name ``generative``)
 
 from __future__ import annotations
 
-from . import datasets, fields, likelihood, schedules, targets
+from . import datasets, fields, likelihood, sampling, schedules, targets
 from .fields import DiffusionSDE, Langevin, ProbabilityFlowODE
 from .paths import PARAMETERIZATIONS, ExactMarginal, GaussianPath
+from .sampling import sample
 from .schedules import CondOT, Cosine, ScheduleValues, SquareRoot, VariancePreserving
 from .targets import Empirical, Gaussian, GaussianMixture, NoDensityError
 
@@ -51,4 +52,6 @@ __all__ = [
     "ProbabilityFlowODE",
     "DiffusionSDE",
     "Langevin",
+    "sampling",
+    "sample",
 ]

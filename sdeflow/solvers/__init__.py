@@ -16,6 +16,16 @@ from .adaptive_sde import (
 )
 from .base import Capabilities, Solver, StepResult, Terms, noise_term
 from .embedded import Bosh3, Dopri5, EmbeddedRungeKutta, HeunEuler, Tsit5
+from .exponential import (
+    DDIM,
+    DPMSolver2,
+    DPMSolver3,
+    DPMSolverPP2M,
+    DPMSolverPP2MSDE,
+    DPMSolverPP3M,
+    UniPC2,
+    UniPC3,
+)
 from .implicit import (
     ESDIRK,
     ImplicitEuler,
@@ -55,5 +65,6 @@ __all__ = [
     "Bosh3", "Dopri5", "Tsit5", "AdamsBashforth3", "StepDoubling", "AdaptiveMilstein",
     "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "register", "get", "resolve", "names",
     "noise_term", "ESDIRK", "ImplicitEuler", "Kvaerno3", "Kvaerno5", "Rosenbrock", "Rodas5",
-    "ImplicitEulerMaruyama",
+    "ImplicitEulerMaruyama", "DDIM", "DPMSolver2", "DPMSolver3", "DPMSolverPP2M",
+    "DPMSolverPP3M", "UniPC2", "UniPC3", "DPMSolverPP2MSDE",
 ]

@@ -60,6 +60,8 @@ class Capabilities:
         space_time: needs the space-time integral of the Brownian path.
         interpolant: ``"hermite"``, ``"table"`` (the RK continuous extension), ``"linear"``,
             ``"multistep"`` or ``"own"`` (the solver's :meth:`Solver.interpolant`).
+        semilinear: needs a semilinear problem (:class:`~sdeflow.semilinear.SemilinearODE` /
+            ``SemilinearSDE``): an exponential integrator.
     """
 
     sde: bool = False
@@ -75,6 +77,7 @@ class Capabilities:
     fsal: bool = False
     space_time: bool = False
     interpolant: str = "hermite"
+    semilinear: bool = False
 
     def __post_init__(self) -> None:
         for name in ("strong_order", "weak_order"):

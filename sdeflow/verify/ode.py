@@ -83,8 +83,13 @@ def ode_order(
     x0 = x0.to(dtype=dtype, device=device)
     exact = reference.exact(t1, x0)
     errors = []
+    problem = reference.problem
+    if inst.caps.semilinear:  # exponential integrators need the semilinear form
+        from ..semilinear import SemilinearODE  # noqa: PLC0415
+
+        problem = SemilinearODE.from_linear(reference.A)
     for n in steps:
-        sol = solve(reference.problem, x0, t_span=(0.0, t1), solver=inst, steps=n)
+        sol = solve(problem, x0, t_span=(0.0, t1), solver=inst, steps=n)
         errors.append(float(torch.linalg.vector_norm(sol.x_final - exact, dim=-1).mean()))
     dts = [t1 / n for n in steps]
     notes = []

@@ -115,6 +115,8 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
     seed = cfg["seed"]
     for spec in solvers:
         inst, _ = _solver_info(spec)
+        if inst.caps.semilinear and inst.caps.sde:
+            continue  # needs a SemilinearSDE: checked by tests/core/test_exponential.py
         if inst.caps.sde and inst.caps.adaptive:
             # its fixed-step behaviour is its base scheme's (checked there); check adaptivity
             emit(sde_tolerance_order(inst, n_paths=cfg["sde_tolerance_paths"], seed=seed))
