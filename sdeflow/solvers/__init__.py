@@ -18,6 +18,7 @@ from .base import Capabilities, Solver, StepResult, Terms, noise_term
 from .embedded import Bosh3, Dopri5, EmbeddedRungeKutta, HeunEuler, Tsit5
 from .multistep import AdamsBashforth3
 from .registry import get, names, register, resolve
+from .reversible import ReversibleHeun, ReversibleHeunODE
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
 from .sde import (
     SRA,
@@ -44,6 +45,7 @@ __all__ = [
     "SRATableau", "Euler", "Midpoint", "Heun", "RK4Solver", "RK4", "EulerMaruyama", "Milstein",
     "MilsteinStratonovich", "StochasticHeun", "SRA1", "EmbeddedRungeKutta", "HeunEuler",
     "Bosh3", "Dopri5", "Tsit5", "AdamsBashforth3", "StepDoubling", "AdaptiveMilstein",
-    "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "register", "get", "resolve", "names",
+    "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "ReversibleHeun", "ReversibleHeunODE",
+    "register", "get", "resolve", "names",
     "noise_term",
 ]
