@@ -29,8 +29,12 @@ Tensor = torch.Tensor
 
 
 def solve_with(args: dict[str, Any], mode: str = "backprop", adjoint_params: Any = None,
-               checkpoints: Any = None) -> Solution:
-    """``solve``'s arguments ``args`` with the gradient strategy ``mode``."""
+               checkpoints: Any = None, backward: dict[str, Any] | None = None) -> Solution:
+    """``solve``'s arguments ``args`` with the gradient strategy ``mode``.
+
+    ``backward``: for ``"backsolve"`` on an ODE, solve arguments of the backward pass
+    (``solver``, ``rtol``, ``atol``, ``controller``, ``max_steps``, and ``adaptive``).
+    """
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"adjoint: expected one of {MODES}, got {mode!r}")
     args = dict(args)
@@ -45,6 +49,7 @@ def solve_with(args: dict[str, Any], mode: str = "backprop", adjoint_params: Any
         raise ValueError("checkpoints: only with adjoint='checkpoint'")
     x0 = args["x0"]
     s = setup(args, mode, adjoint_params, checkpoints)
+    s.backward = dict(backward or {})
     if t_grad:
         if s.is_sde:
             raise ValueError("ts: gradients with respect to the times are computed for ODEs "

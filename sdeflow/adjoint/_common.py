@@ -82,6 +82,7 @@ class Setup:
     params: list[Tensor]
     checkpoints: int | None
     is_sde: bool = field(init=False)
+    backward: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.is_sde = isinstance(self.problem, SDE)

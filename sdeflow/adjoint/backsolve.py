@@ -73,9 +73,12 @@ class _ODEEngine:
                           save_all=False, step_ts=None, jump_ts=_inside(args["jump_ts"],
                                                                         ts[i - 1], ts[i]),
                           dt0=None)
-                if not s.adaptive:
+                back = dict(s.backward)
+                adaptive = back.pop("adaptive", s.adaptive)
+                kw.update(back)
+                if not adaptive:
                     k = max(1, math.ceil(n_fwd * abs(ts[i] - ts[i - 1]) / span - 1e-9))
-                    kw.update(steps=k, dt=None, controller=None)
+                    kw.update(steps=k, dt=None, controller=None, rtol=None, atol=None)
                 with torch.no_grad():
                     z = _solve.run(**kw).ys[-1]
                 a, gp = z[n:2 * n], z[2 * n:]
