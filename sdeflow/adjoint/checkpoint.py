@@ -154,7 +154,6 @@ class _Fn(torch.autograd.Function):
     def backward(ctx: Any, grad_ys: Tensor) -> Any:  # type: ignore[override]
         (x0,) = ctx.saved_tensors
         g_x, gp = ctx.engine.backward(x0, grad_ys)
-        ctx.engine = None
         return (None, g_x, *gp)
 
 
