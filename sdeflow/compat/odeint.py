@@ -8,6 +8,7 @@ points come from the solver's interpolant (torchdiffeq interpolates linearly by 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -165,6 +166,14 @@ def _step_grid(t0: float, t1: float, dt: float) -> list[float]:
     return [t0 + s * dt * k for k in range(n)] + [t1]
 
 
+def _quiet(fn: Callable[..., Any], *a: Any, **k: Any) -> Any:
+    """torchdiffeq warns of neither float32 tolerances nor parameter-free adjoints."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"rtol=.* is below what")
+        warnings.filterwarnings("ignore", message=r"adjoint='backsolve': the problem has no")
+        return fn(*a, **k)
+
+
 def _out(ys: Tensor, flat: _Flat | None) -> Any:
     return ys if flat is None else flat.split(ys)
 
@@ -177,7 +186,7 @@ def odeint(func: Any, y0: Tensor | tuple[Tensor, ...], t: Tensor, *, rtol: float
     Gradients flow by backpropagation, to ``y0``, to the parameters and to ``t``.
     """
     args, flat = _args(func, y0, t, rtol, atol, method, options, event_fn)
-    return _out(solve_with(args, "backprop").ys, flat)
+    return _out(_quiet(solve_with, args, "backprop").ys, flat)
 
 
 def odeint_adjoint(func: Any, y0: Tensor | tuple[Tensor, ...], t: Tensor, *,
@@ -204,8 +213,8 @@ def odeint_adjoint(func: Any, y0: Tensor | tuple[Tensor, ...], t: Tensor, *,
                              options if adjoint_method is None else None), None)
     back = {k: back_args[k] for k in ("solver", "rtol", "atol", "controller", "max_steps")}
     back["adaptive"] = (m or "dopri5") in ADAPTIVE
-    return _out(solve_with(args, "backsolve", adjoint_params=adjoint_params,
-                           backward=back).ys, flat)
+    return _out(_quiet(solve_with, args, "backsolve", adjoint_params=adjoint_params,
+                       backward=back).ys, flat)
 
 
 __all__ = ["odeint", "odeint_adjoint", "ODE_METHODS", "RK4ThreeEighths", "Heun3"]
