@@ -149,7 +149,6 @@ class _SDEEngine:
                 out_at.setdefault(k, []).append(j)
                 j += 1
         rev = times[::-1]
-        dws, _ = self.bm.grid(rev, space_time=False)
         like = x0
 
         def drift(t: Tensor, x: Tensor) -> Tensor:
@@ -178,7 +177,7 @@ class _SDEEngine:
             k = last - r  # stepping from times[k] to times[k-1]
             t_a, t_b = rev[r], rev[r + 1]
             h = t_b - t_a
-            dw = dws[r]
+            dw = self.bm.grid([t_a, t_b], space_time=False)[0][0]  # one step: no O(n) stack
             ta = torch.full((), t_a, dtype=like.dtype, device=like.device)
             tb = torch.full((), t_b, dtype=like.dtype, device=like.device)
             ix, ia, ip = inc(ta, x, a, h, dw)

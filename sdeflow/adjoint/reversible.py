@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..solution import Solution
-from ..solvers.reversible import RevState, rev_init, rev_inverse, rev_step
+from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
 from ._common import Recording, Setup, StepLog
 from ._solve_mod import SOLVE as _solve
 from .backsolve import _make_path
@@ -62,9 +62,6 @@ class _Engine:
             while j < len(ts) and abs(ts[j] - tk) <= tol:
                 out_at.setdefault(k, []).append(j)
                 j += 1
-        dws = None
-        if s.is_sde:
-            dws, _ = self.bm.grid(self.times, space_time=False)
         y, st = self.final
         y = y.detach()
         st = RevState(st.yh.detach(), st.fh.detach(),
@@ -77,13 +74,17 @@ class _Engine:
         gp: list[Tensor | None] = [None] * len(params)
         for k in range(n - 1, -1, -1):
             t0, t1, h = self.steps[k]
-            dw = dws[k] if dws is not None else None
+            dw = (self.bm.grid(self.times[k:k + 2], space_time=False)[0][0] if s.is_sde
+                  else None)
             with torch.no_grad():
-                y_prev, st_prev = rev_inverse(terms, t0, h, y, st, dw)  # type: ignore[arg-type]
+                yh_prev = rev_inverse_aux(terms, h, y, st, dw)  # type: ignore[arg-type]
             with torch.enable_grad():
-                yl = y_prev.detach().requires_grad_(True)
-                yhl = st_prev.yh.detach().requires_grad_(True)
+                # the fields at yh_prev serve both the inversion and the re-run step
+                yhl = yh_prev.detach().requires_grad_(True)
                 s0 = rev_init(terms, t0, yhl)  # type: ignore[arg-type]
+                with torch.no_grad():
+                    y_prev = rev_inverse_y(terms, h, y, st, s0.fh, s0.gh, dw)  # type: ignore[arg-type]
+                yl = y_prev.detach().requires_grad_(True)
                 y1, s1 = rev_step(terms, t1, h, yl, s0, dw)  # type: ignore[arg-type]
                 got = torch.autograd.grad([y1, s1.yh], [yl, yhl, *params], [a_y, a_yh],
                                           allow_unused=True)
@@ -92,7 +93,9 @@ class _Engine:
             for i, gv in enumerate(got[2:]):
                 if gv is not None:
                     gp[i] = gv if gp[i] is None else gp[i] + gv
-            y, st = y_prev, st_prev
+            y = y_prev
+            st = RevState(yh_prev, s0.fh.detach(),
+                          None if s0.gh is None else s0.gh.detach())
             for oi in out_at.get(k, []):
                 a_y = a_y + grad_ys[oi]
         return a_y + a_yh, gp

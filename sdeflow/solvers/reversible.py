@@ -69,18 +69,29 @@ def rev_inverse(terms: Terms, t0: Tensor, h: float, y_new: Tensor, st_new: RevSt
                 dw: Tensor | None) -> tuple[Tensor, RevState]:
     """The exact inverse of :func:`rev_step`: ``(y, state)`` before a step of size ``h``."""
     f, g = _fields(terms)
+    yh = rev_inverse_aux(terms, h, y_new, st_new, dw)
+    fh = f(t0, yh)
+    gh = None if g is None else g(t0, yh)
+    return rev_inverse_y(terms, h, y_new, st_new, fh, gh, dw), RevState(yh, fh, gh)
+
+
+def rev_inverse_aux(terms: Terms, h: float, y_new: Tensor, st_new: RevState,
+                    dw: Tensor | None) -> Tensor:
+    """``yh = 2 y_new - yh_new - fh_new h - gh_new dW`` (no field evaluation)."""
     yh_new, fh_new, gh_new = st_new
     yh = torch.add(2 * y_new - yh_new, fh_new, alpha=-h)
-    mul = noise_term(terms.noise) if g is not None else None  # type: ignore[arg-type]
-    if g is not None:
-        yh = yh - mul(gh_new, dw)  # type: ignore[misc]
-    fh = f(t0, yh)
-    y = torch.add(y_new, fh + fh_new, alpha=-0.5 * h)
-    gh = None
-    if g is not None:
-        gh = g(t0, yh)
-        y = y - 0.5 * mul(gh + gh_new, dw)  # type: ignore[misc, operator]
-    return y, RevState(yh, fh, gh)
+    if gh_new is not None:
+        yh = yh - noise_term(terms.noise)(gh_new, dw)  # type: ignore[arg-type]
+    return yh
+
+
+def rev_inverse_y(terms: Terms, h: float, y_new: Tensor, st_new: RevState, fh: Tensor,
+                  gh: Tensor | None, dw: Tensor | None) -> Tensor:
+    """``y = y_new - (fh + fh_new) h / 2 - (gh + gh_new) dW / 2``."""
+    y = torch.add(y_new, fh + st_new.fh, alpha=-0.5 * h)
+    if gh is not None:
+        y = y - 0.5 * noise_term(terms.noise)(gh + st_new.gh, dw)  # type: ignore[arg-type, operator]
+    return y
 
 
 class _Reversible(Solver, register=False):
@@ -120,4 +131,4 @@ class ReversibleHeunODE(_Reversible, name="reversible_heun_ode"):
 
 
 __all__ = ["ReversibleHeun", "ReversibleHeunODE", "RevState", "rev_init", "rev_step",
-           "rev_inverse"]
+           "rev_inverse", "rev_inverse_aux", "rev_inverse_y"]
