@@ -12,7 +12,8 @@ Given ``(y_new, yh_new)`` the step inverts exactly (no equation to solve):
     yh = 2 y_new - yh_new - fh_new h - gh_new dW,     y = y_new - (fh + fh_new) h / 2 - ...,
 
 which is what ``adjoint="reversible"`` uses to walk back in O(1) memory. Stratonovich SDEs
-(every noise type; strong order 1/2, 1 for additive noise) and ODEs (``g = 0``; order 2).
+(every noise type; strong order 1 for commutative noise -- additive, scalar, diagonal --
+measured 0.95-1.0 on GBM, 1/2 for general noise) and ODEs (``g = 0``; order 2).
 Each step costs one drift and one diffusion evaluation.
 """
 
@@ -113,14 +114,14 @@ class _Reversible(Solver, register=False):
 class ReversibleHeun(_Reversible, name="reversible_heun"):
     """Reversible Heun for Stratonovich SDEs (Kidger et al. 2021; docs/math/gradients.md §3).
 
-    Strong order 1/2 (1 for additive noise); with ``adjoint="reversible"`` its gradients are
-    the exact gradients of the discretisation in O(1) memory.
+    Strong order 1 on commutative noise, 1/2 on general noise; with ``adjoint="reversible"``
+    its gradients are the exact gradients of the discretisation in O(1) memory.
     """
 
     caps = Capabilities(sde=True, order=2.0, noise_types=("diagonal", "scalar", "additive",
                                                             "general"),
                         kinds=("stratonovich",), stateful=True,
-                        **sde_orders({"diagonal": 0.5, "scalar": 0.5, "general": 0.5,
+                        **sde_orders({"diagonal": 1.0, "scalar": 1.0, "general": 0.5,
                                       "additive": 1.0}, 1.0))
 
 
