@@ -7,6 +7,7 @@ The public face: problems (:class:`ODE`, :class:`SDE`), Brownian motion (:class:
 (``sdeflow.analytic``, ``sdeflow.verify``, ``sdeflow.testing``).
 """
 
+from . import adjoint as _adjoint  # noqa: E402, F401  (registers solve(..., adjoint=...))
 from . import solvers
 from .brownian import BrownianPath, BrownianTree
 from .controllers import ConstantController, PIController

@@ -37,6 +37,7 @@ from .implicit import (
 )
 from .multistep import AdamsBashforth3
 from .registry import get, names, register, resolve
+from .reversible import ReversibleHeun, ReversibleHeunODE
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
 from .sde import (
     SRA,
@@ -66,5 +67,6 @@ __all__ = [
     "AdaptiveEulerMaruyama", "AdaptiveStochasticHeun", "register", "get", "resolve", "names",
     "noise_term", "ESDIRK", "ImplicitEuler", "Kvaerno3", "Kvaerno5", "Rosenbrock", "Rodas5",
     "ImplicitEulerMaruyama", "DDIM", "DPMSolver2", "DPMSolver3", "DPMSolverPP2M",
-    "DPMSolverPP3M", "UniPC2", "UniPC3", "DPMSolverPP2MSDE",
+    "DPMSolverPP3M", "UniPC2", "UniPC3", "DPMSolverPP2MSDE", "ReversibleHeun",
+    "ReversibleHeunODE",
 ]

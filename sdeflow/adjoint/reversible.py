@@ -1,0 +1,125 @@
+"""``adjoint="reversible"``: exact gradients of reversible Heun in O(1) memory.
+
+The forward solve keeps only each step's times (and, for SDEs, reads the increments from a
+Brownian object it can query again). The backward pass walks the steps in reverse: it inverts
+step ``n`` algebraically (:func:`sdeflow.solvers.reversible.rev_inverse`) to recover
+``(y_n, yh_n)``, re-runs that one step with a graph and backpropagates the adjoint of
+``(y_{n+1}, yh_{n+1})`` through it (Kidger et al. 2021; docs/math/gradients.md §3). The
+gradients equal backpropagation through the same steps up to the round-off of the inversion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..solution import Solution
+from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
+from ._common import Recording, Setup, StepLog
+from ._solve_mod import SOLVE as _solve
+from .backsolve import _make_path
+
+Tensor = torch.Tensor
+
+
+class _Engine:
+    def __init__(self, s: Setup) -> None:
+        self.s = s
+        self.rec = Recording(s.solver)
+        self.steps: list[tuple[Tensor, Tensor, float]] = []
+        self.sol: Solution | None = None
+        self.bm: Any = None
+
+    def on_step(self, k: int, t: float, t_new: float) -> None:
+        tt, _, h, _, _, _ = self.rec.last  # type: ignore[misc]
+        self.steps.append((tt[0], tt[1], h))
+        self.times.append(t_new)
+
+    def forward(self) -> Solution:
+        s = self.s
+        args = dict(s.args, solver=self.rec)
+        if s.is_sde:
+            if args["brownian"] is None:
+                self.bm = _make_path(s, args["x0"], args["seed"])
+                args.update(brownian=self.bm, seed=None)
+            else:
+                self.bm = args["brownian"]
+        elif args["ts"] is not None and args["step_ts"] is None:
+            args["step_ts"] = args["ts"]  # outputs on steps: the inversion passes them exactly
+        self.times = [s.t0]
+        self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+        self.final = (self.sol.ys[-1], self.rec.last_res.state)  # type: ignore[union-attr]
+        return self.sol
+
+    def backward(self, x0: Tensor, grad_ys: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        s, terms, params = self.s, self.rec.terms, self.s.params
+        ts = [float(v) for v in self.sol.ts.tolist()]  # type: ignore[union-attr]
+        tol = 1e-10 * abs(s.t1 - s.t0)
+        out_at: dict[int, list[int]] = {}
+        j = 0
+        for k, tk in enumerate(self.times):
+            while j < len(ts) and abs(ts[j] - tk) <= tol:
+                out_at.setdefault(k, []).append(j)
+                j += 1
+        y, st = self.final
+        y = y.detach()
+        st = RevState(st.yh.detach(), st.fh.detach(),
+                      None if st.gh is None else st.gh.detach())
+        n = len(self.steps)
+        a_y = torch.zeros_like(x0)
+        for oi in out_at.get(n, []):
+            a_y = a_y + grad_ys[oi]
+        a_yh = torch.zeros_like(x0)
+        gp: list[Tensor | None] = [None] * len(params)
+        for k in range(n - 1, -1, -1):
+            t0, t1, h = self.steps[k]
+            dw = (self.bm.grid(self.times[k:k + 2], space_time=False)[0][0] if s.is_sde
+                  else None)
+            with torch.no_grad():
+                yh_prev = rev_inverse_aux(terms, h, y, st, dw)  # type: ignore[arg-type]
+            with torch.enable_grad():
+                # the fields at yh_prev serve both the inversion and the re-run step
+                yhl = yh_prev.detach().requires_grad_(True)
+                s0 = rev_init(terms, t0, yhl)  # type: ignore[arg-type]
+                with torch.no_grad():
+                    y_prev = rev_inverse_y(terms, h, y, st, s0.fh, s0.gh, dw)  # type: ignore[arg-type]
+                yl = y_prev.detach().requires_grad_(True)
+                y1, s1 = rev_step(terms, t1, h, yl, s0, dw)  # type: ignore[arg-type]
+                got = torch.autograd.grad([y1, s1.yh], [yl, yhl, *params], [a_y, a_yh],
+                                          allow_unused=True)
+            a_y = got[0] if got[0] is not None else torch.zeros_like(x0)
+            a_yh = got[1] if got[1] is not None else torch.zeros_like(x0)
+            for i, gv in enumerate(got[2:]):
+                if gv is not None:
+                    gp[i] = gv if gp[i] is None else gp[i] + gv
+            y = y_prev
+            st = RevState(yh_prev, s0.fh.detach(),
+                          None if s0.gh is None else s0.gh.detach())
+            for oi in out_at.get(k, []):
+                a_y = a_y + grad_ys[oi]
+        return a_y + a_yh, gp
+
+
+class _Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, engine: _Engine, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        sol = engine.forward()
+        ctx.engine = engine
+        ctx.save_for_backward(x0)
+        return sol.ys
+
+    @staticmethod
+    def backward(ctx: Any, grad_ys: Tensor) -> Any:  # type: ignore[override]
+        (x0,) = ctx.saved_tensors
+        g_x, gp = ctx.engine.backward(x0, grad_ys)
+        return (None, g_x, *gp)
+
+
+def solve_reversible(s: Setup) -> Solution:
+    """The solve with reversible-Heun gradients."""
+    engine = _Engine(s)
+    ys = _Fn.apply(engine, s.args["x0"], *s.params)
+    sol = engine.sol
+    return Solution(ts=sol.ts, ys=ys, stats=sol.stats, status=sol.status,  # type: ignore[union-attr]
+                    t_reached=sol.t_reached)  # type: ignore[union-attr]
