@@ -15,8 +15,9 @@ rows (no batch norm), so divergences and guidance batches are exact.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -28,18 +29,18 @@ Tensor = torch.Tensor
 __all__ = ["SinusoidalEmbedding", "MLP", "UNet"]
 
 
-def _seeded_init(module: nn.Module, seed: int | None) -> None:
-    """Re-initialise ``module``'s parameters from ``seed`` (PyTorch's default init, private RNG)."""
+@contextlib.contextmanager
+def _init_rng(seed: int | None) -> Iterator[None]:
+    """Build the parameters from ``seed`` (PyTorch's default init on a forked global RNG, which
+    is restored afterwards); ``None`` uses torch's global RNG as usual."""
     if seed is None:
+        yield
         return
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for m in module.modules():
-            reset = getattr(m, "reset_parameters", None)
-            if callable(reset) and m is not module:
-                reset()
+        yield
 
 
 def _check_param(param: object) -> str:
@@ -147,21 +148,21 @@ class MLP(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        self.dim = dim
-        self.sample_shape = (dim,)
-        self.param = _check_param(param)
-        self.num_classes = _check_classes(num_classes)
-        self.cond = _Conditioning(emb_dim, self.num_classes)
-        self.inp = nn.Linear(dim, hidden)
-        self.emb_in = nn.Linear(emb_dim, hidden)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
-        self.embs = nn.ModuleList(nn.Linear(emb_dim, hidden) for _ in range(depth))
-        self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
-        self.out = nn.Linear(hidden, dim)
-        _seeded_init(self, seed)
+        with _init_rng(seed):
+            for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            self.dim = dim
+            self.sample_shape = (dim,)
+            self.param = _check_param(param)
+            self.num_classes = _check_classes(num_classes)
+            self.cond = _Conditioning(emb_dim, self.num_classes)
+            self.inp = nn.Linear(dim, hidden)
+            self.emb_in = nn.Linear(emb_dim, hidden)
+            self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
+            self.embs = nn.ModuleList(nn.Linear(emb_dim, hidden) for _ in range(depth))
+            self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
+            self.out = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``x`` ``(B, dim)``, ``t`` ``(B,)`` or scalar, ``y`` ``(B,)`` int -> ``(B, dim)``."""
@@ -248,54 +249,56 @@ class UNet(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("channels", channels), ("image_size", image_size), ("base", base),
-                        ("blocks", blocks), ("groups", groups)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        mults = tuple(mults)
-        if not mults or not all(isinstance(m, int) and m >= 1 for m in mults):
-            raise ValueError(f"mults: expected a non-empty sequence of positive ints, got {mults}")
-        if image_size % (2 ** (len(mults) - 1)):
-            raise ValueError(
-                f"image_size: expected a multiple of 2^(len(mults)-1)={2 ** (len(mults) - 1)}, "
-                f"got {image_size}"
-            )
-        self.channels, self.image_size = channels, image_size
-        self.sample_shape = (channels, image_size, image_size)
-        self.param = _check_param(param)
-        self.num_classes = _check_classes(num_classes)
-        self.cond = _Conditioning(emb_dim, self.num_classes)
-        widths = [base * m for m in mults]
-        self.inp = nn.Conv2d(channels, widths[0], 3, padding=1)
-        self.down = nn.ModuleList()
-        self.downsample = nn.ModuleList()
-        skips = []
-        ch = widths[0]
-        for i, w in enumerate(widths):
-            level = nn.ModuleList()
-            for _ in range(blocks):
-                level.append(_ResBlock(ch, w, emb_dim, groups))
-                ch = w
-                skips.append(ch)
-            self.down.append(level)
-            if i < len(widths) - 1:
-                self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
-        self.mid1 = _ResBlock(ch, ch, emb_dim, groups)
-        self.attn = _Attention(ch, groups)
-        self.mid2 = _ResBlock(ch, ch, emb_dim, groups)
-        self.up = nn.ModuleList()
-        self.upsample = nn.ModuleList()
-        for i, w in reversed(list(enumerate(widths))):
-            level = nn.ModuleList()
-            for _ in range(blocks):
-                level.append(_ResBlock(ch + skips.pop(), w, emb_dim, groups))
-                ch = w
-            self.up.append(level)
-            if i > 0:
-                self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
-        self.out_norm = nn.GroupNorm(min(groups, ch), ch)
-        self.out = nn.Conv2d(ch, channels, 3, padding=1)
-        _seeded_init(self, seed)
+        with _init_rng(seed):
+            for name, v in (("channels", channels), ("image_size", image_size), ("base", base),
+                            ("blocks", blocks), ("groups", groups)):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            mults = tuple(mults)
+            if not mults or not all(isinstance(m, int) and m >= 1 for m in mults):
+                raise ValueError(
+                    f"mults: expected a non-empty sequence of positive ints, got {mults}"
+                )
+            if image_size % (2 ** (len(mults) - 1)):
+                raise ValueError(
+                    f"image_size: expected a multiple of 2^(len(mults)-1)={2 ** (len(mults) - 1)}, "
+                    f"got {image_size}"
+                )
+            self.channels, self.image_size = channels, image_size
+            self.sample_shape = (channels, image_size, image_size)
+            self.param = _check_param(param)
+            self.num_classes = _check_classes(num_classes)
+            self.cond = _Conditioning(emb_dim, self.num_classes)
+            widths = [base * m for m in mults]
+            self.inp = nn.Conv2d(channels, widths[0], 3, padding=1)
+            self.down = nn.ModuleList()
+            self.downsample = nn.ModuleList()
+            skips = []
+            ch = widths[0]
+            for i, w in enumerate(widths):
+                level = nn.ModuleList()
+                for _ in range(blocks):
+                    level.append(_ResBlock(ch, w, emb_dim, groups))
+                    ch = w
+                    skips.append(ch)
+                self.down.append(level)
+                if i < len(widths) - 1:
+                    self.downsample.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+            self.mid1 = _ResBlock(ch, ch, emb_dim, groups)
+            self.attn = _Attention(ch, groups)
+            self.mid2 = _ResBlock(ch, ch, emb_dim, groups)
+            self.up = nn.ModuleList()
+            self.upsample = nn.ModuleList()
+            for i, w in reversed(list(enumerate(widths))):
+                level = nn.ModuleList()
+                for _ in range(blocks):
+                    level.append(_ResBlock(ch + skips.pop(), w, emb_dim, groups))
+                    ch = w
+                self.up.append(level)
+                if i > 0:
+                    self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
+            self.out_norm = nn.GroupNorm(min(groups, ch), ch)
+            self.out = nn.Conv2d(ch, channels, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """``x`` ``(B, C, H, W)`` or ``(B, C H W)``, ``t`` ``(B,)``, ``y`` ``(B,)`` -> x's shape."""
