@@ -226,7 +226,7 @@ def _posterior_trace_cov(mix, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     logn = -0.5 * maha - 0.5 * torch.logdet(C)  # + a constant, which the softmax removes
     r = torch.softmax(torch.log(mix.weights)[None] + logn, dim=-1)  # (n, K)
     SCi = S[None] @ Ci  # S_k C_k^-1
-    m = mu[None] + t[:, None, None] * torch.einsum("nkij,nkj->nki", SCi, d)  # posterior means (n, K, 2)
+    m = mu[None] + t[:, None, None] * torch.einsum("nkij,nkj->nki", SCi, d)  # (n, K, 2) means
     P = S[None] - a**2 * SCi @ S[None]  # posterior covariances (n, K, 2, 2)
     mean = torch.einsum("nk,nki->ni", r, m)
     second = torch.einsum("nk,nkij->nij", r, P + m[..., :, None] * m[..., None, :])
