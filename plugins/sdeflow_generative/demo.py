@@ -67,6 +67,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                         help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--no-figures", action="store_true", help="write metrics.json only")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 200 evaluation points, fewer SDE steps, coarse figures")
     return parser
 
 
@@ -86,7 +88,7 @@ def run_demo_args(ns: argparse.Namespace) -> int:
     m = run_demo(
         ns.data, steps=ns.steps, out=ns.out, seed=ns.seed, batch_size=ns.batch_size, lr=ns.lr,
         samples_per_class=ns.samples_per_class, progress=not ns.no_progress,
-        figures=not ns.no_figures,
+        figures=not ns.no_figures, quick=ns.quick,
     )
     print(json.dumps(m["summary"], indent=2))
     print(f"wrote {Path(ns.out) / 'metrics.json'}")
@@ -126,11 +128,13 @@ def _sample_sde(sde: DiffusionSDE, x0: Tensor, steps: int, seed: int) -> Tensor:
 
 
 def _run_2d(name: str, steps: int, out: Path, seed: int, batch_size: int, lr: float,
-            progress: bool, figures: bool) -> dict[str, Any]:
+            progress: bool, figures: bool, quick: bool) -> dict[str, Any]:
     path = GaussianPath(CondOT())
+    n_eval = 200 if quick else _N_EVAL
+    sde_steps = 20 if quick else 200
     data = _data_2d(name, _N_TRAIN, seed)
-    held1 = _data_2d(name, _N_EVAL, seed + 1)
-    held2 = _data_2d(name, _N_EVAL, seed + 2)
+    held1 = _data_2d(name, n_eval, seed + 1)
+    held2 = _data_2d(name, n_eval, seed + 2)
     model = nets.MLP(2, hidden=128, depth=3, seed=seed)
     loss = losses.ConditionalMatching(path, "velocity")
     res = train.fit(model, loss, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
@@ -139,7 +143,7 @@ def _run_2d(name: str, steps: int, out: Path, seed: int, batch_size: int, lr: fl
     net = res.ema if res.ema is not None else res.model
     net.eval()
     floor = metrics.mmd(held1, held2)
-    x0 = torch.randn(_N_EVAL, 2, generator=torch.Generator().manual_seed(seed + 3))
+    x0 = torch.randn(n_eval, 2, generator=torch.Generator().manual_seed(seed + 3))
     flow = ProbabilityFlowODE(path, net)
     sde = DiffusionSDE(path, net, eta=1.0)
     samples: dict[str, Tensor] = {}
@@ -147,7 +151,7 @@ def _run_2d(name: str, steps: int, out: Path, seed: int, batch_size: int, lr: fl
     for label, fn in (
         ("ode_nfe20", lambda: _sample_ode(flow, x0, 10).x_final),
         ("ode_nfe100", lambda: _sample_ode(flow, x0, 50).x_final),
-        ("sde_nfe200", lambda: _sample_sde(sde, x0, 200, seed)),
+        (f"sde_nfe{sde_steps}", lambda: _sample_sde(sde, x0, sde_steps, seed)),
     ):
         t0 = time.perf_counter()
         samples[label] = fn()
@@ -158,18 +162,19 @@ def _run_2d(name: str, steps: int, out: Path, seed: int, batch_size: int, lr: fl
         "train": {"steps": res.steps, "seconds": res.seconds,
                   "steps_per_second": res.steps_per_second, "final_loss": res.losses[-1],
                   "batch_size": batch_size, "lr": lr},
+        "n_eval": n_eval,
         "mmd_floor_data_vs_data": floor,
         "mmd": mmds,
         "mmd_ratio": {k: v / floor for k, v in mmds.items()},
         "sampling_seconds": timing,
     }
     if figures:
-        _figures_2d(out, name, path, net, held1, samples, x0)
+        _figures_2d(out, name, path, net, held1, samples, x0, 12 if quick else 40)
     return result
 
 
 def _figures_2d(out: Path, name: str, path: GaussianPath, net: torch.nn.Module, held: Tensor,
-                samples: dict[str, Tensor], x0: Tensor) -> None:
+                samples: dict[str, Tensor], x0: Tensor, n: int) -> None:
     import matplotlib  # noqa: PLC0415 - optional extra
 
     matplotlib.use("Agg")
@@ -198,7 +203,6 @@ def _figures_2d(out: Path, name: str, path: GaussianPath, net: torch.nn.Module, 
     fig.savefig(out / "trajectories.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
 
-    n = 60
     gx = torch.linspace(float(lo[0]), float(hi[0]), n)
     gy = torch.linspace(float(lo[1]), float(hi[1]), n)
     grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
@@ -223,7 +227,8 @@ def _classifier(seed: int) -> tuple[Any, float]:
 
 
 def _run_digits(steps: int, out: Path, seed: int, batch_size: int, lr: float,
-                samples_per_class: int, progress: bool, figures: bool) -> dict[str, Any]:
+                samples_per_class: int, progress: bool, figures: bool,
+                quick: bool) -> dict[str, Any]:
     path = GaussianPath(CondOT())
     xtr, ytr = datasets.digits("train", seed=seed, dtype=torch.float32)
     xte, yte = datasets.digits("test", seed=seed, dtype=torch.float32)
@@ -254,8 +259,9 @@ def _run_digits(steps: int, out: Path, seed: int, batch_size: int, lr: float,
         runs = {"ode_heun_nfe40": lambda g=guided: _sample_ode(
             ProbabilityFlowODE(path, g, cond={"y": y}), x0, 20).x_final}
         if w == 3.0:
-            runs["sde_em_nfe100"] = lambda g=guided: _sample_sde(
-                DiffusionSDE(path, g, eta=1.0, cond={"y": y}), x0, 100, seed)
+            k = 10 if quick else 100
+            runs[f"sde_em_nfe{k}"] = lambda g=guided, k=k: _sample_sde(
+                DiffusionSDE(path, g, eta=1.0, cond={"y": y}), x0, k, seed)
         for label, fn in runs.items():
             t0 = time.perf_counter()
             gen = fn().clamp(-1.0, 1.0)
@@ -314,6 +320,7 @@ def run_demo(
     samples_per_class: int = 100,
     progress: bool = True,
     figures: bool = True,
+    quick: bool = False,
 ) -> dict[str, Any]:
     """Train and sample on ``data``; write figures and ``out/metrics.json``; return the metrics."""
     if data not in DATA_CHOICES:
@@ -324,9 +331,10 @@ def run_demo(
     t0 = time.perf_counter()
     if data == "digits":
         m = _run_digits(steps, outp, seed, batch_size or 128, lr or 2e-3, samples_per_class,
-                        progress, figures)
+                        progress, figures, quick)
     else:
-        m = _run_2d(data, steps, outp, seed, batch_size or 256, lr or 2e-3, progress, figures)
+        m = _run_2d(data, steps, outp, seed, batch_size or 256, lr or 2e-3, progress, figures,
+                    quick)
     m["wall_seconds"] = time.perf_counter() - t0
     m["threads"] = torch.get_num_threads()
     summary = {"data": data, "wall_seconds": round(m["wall_seconds"], 1),

@@ -1,4 +1,4 @@
-"""Classifier-free guidance: the notes' convention, invariance under the parameterization, errors."""
+"""Classifier-free guidance: the notes' convention, the same field in every parameterization."""
 
 from __future__ import annotations
 
