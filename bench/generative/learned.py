@@ -10,21 +10,26 @@ settings on ``--threads`` intra-op threads and collects ``metrics.json``:
   generated digits at guidance w = 1 and w = 3 (PF-ODE heun 20 steps; SDE at w = 3); per-class
   diversity ratio (mean pairwise distance generated / real); wall time, steps/s.
 
-Prints markdown tables and writes ``bench/generative/out/learned_<data>.json``::
+Prints markdown tables and writes ``bench/generative/out/learned_<data>.json``; ``--collect DIR
+...`` instead reads such files from earlier runs and writes the tables between the
+``<!-- learned-table -->`` markers of ``docs/generative.md``::
 
     python bench/generative/learned.py [--data moons checkerboard gmm digits] [--threads 2]
+    python bench/generative/learned.py --collect bench/generative/out
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
 from sdeflow_generative.demo import DEFAULT_STEPS, run_demo
 
 HERE = Path(__file__).resolve().parent
+DOCS = HERE.parents[1] / "docs" / "generative.md"
 
 
 def _table_2d(rows: list[dict]) -> str:
@@ -62,13 +67,42 @@ def _table_digits(m: dict) -> str:
     return "\n".join(lines)
 
 
+def collect(dirs: list[str]) -> None:
+    """Tables from ``learned_*.json`` files into docs/generative.md (between the markers)."""
+    found: dict[str, dict] = {}
+    for d in dirs:
+        for f in sorted(Path(d).glob("learned_*.json")):
+            m = json.loads(f.read_text())
+            found[m["data"]] = m
+    parts = []
+    rows = [found[k] for k in ("moons", "checkerboard", "gmm") if k in found]
+    if rows:
+        parts.append("**2D sets**: MMD of 2,000 samples to 2,000 held-out points, as a ratio to "
+                     "the MMD between two held-out sets (the floor column).\n\n"
+                     + _table_2d(rows))
+    if "digits" in found:
+        parts.append("**Digits**: " + _table_digits(found["digits"]))
+    text = "\n\n".join(parts)
+    doc = DOCS.read_text()
+    new = re.sub(r"<!-- learned-table -->.*<!-- /learned-table -->",
+                 lambda _: f"<!-- learned-table -->\n{text}\n<!-- /learned-table -->", doc,
+                 flags=re.S)
+    DOCS.write_text(new)
+    print(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", default=["moons", "checkerboard", "gmm"],
                    choices=list(DEFAULT_STEPS))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(HERE / "out"))
+    p.add_argument("--collect", nargs="+", default=None,
+                   help="write the tables of earlier runs (directories) into the docs")
     args = p.parse_args()
+    if args.collect:
+        collect(args.collect)
+        return
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
