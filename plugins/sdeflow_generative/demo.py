@@ -47,7 +47,7 @@ Tensor = torch.Tensor
 __all__ = ["add_demo_arguments", "run_demo_args", "demo_main", "run_demo", "DEFAULT_STEPS"]
 
 DATA_CHOICES = ("moons", "checkerboard", "gmm", "digits")
-DEFAULT_STEPS = {"moons": 6000, "checkerboard": 6000, "gmm": 6000, "digits": 5000}
+DEFAULT_STEPS = {"moons": 6000, "checkerboard": 6000, "gmm": 6000, "digits": 2500}
 _N_TRAIN = 20000
 _N_EVAL = 2000
 
@@ -60,7 +60,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--out", default="sdeflow-demo", help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="batch size (default 256 for 2D sets, 128 for digits)")
+                        help="batch size (default 256 for 2D sets, 64 for digits)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate")
     parser.add_argument("--samples-per-class", type=int, default=100,
                         help="generated digits per class and guidance scale")
@@ -336,7 +336,7 @@ def run_demo(
     outp.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
     if data == "digits":
-        m = _run_digits(steps, outp, seed, batch_size or 128, lr or 2e-3, samples_per_class,
+        m = _run_digits(steps, outp, seed, batch_size or 64, lr or 2e-3, samples_per_class,
                         progress, figures, quick)
     else:
         m = _run_2d(data, steps, outp, seed, batch_size or 256, lr or 2e-3, progress, figures,
