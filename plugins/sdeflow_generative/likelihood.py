@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 import sdeflow as sf
-from sdeflow.problems import ODE
 
 from ._utils import check_positive_int, check_state
 from .fields import ProbabilityFlowODE, _check_t_eps, default_t_span
@@ -65,7 +64,7 @@ def divergence(
     return est / probes.shape[0]
 
 
-class LikelihoodODE(ODE):
+class LikelihoodODE(sf.ODE):
     """The augmented ODE ``d[x, l]/dt = [u_t(x), div u_t(x)]`` on a state ``(..., d + 1)``.
 
     Args:
@@ -108,10 +107,11 @@ def _standard_normal_log_prob(scale: float) -> Callable[[Tensor], Tensor]:
 
 def log_prob(
     path: GaussianPath,
-    model: Callable[[Tensor, Tensor], Tensor],
+    model: Callable[..., Tensor],
     x: Tensor,
-    param: str = "velocity",
+    param: str | None = None,
     *,
+    cond: dict[str, Any] | None = None,
     solver: str = "rk4",
     steps: int | None = None,
     trace: str = "exact",
@@ -130,7 +130,9 @@ def log_prob(
     module docstring for the formula).
 
     Args:
-        path, model, param: as :class:`~sdeflow_generative.fields.ProbabilityFlowODE`.
+        path, model, param, cond: as :class:`~sdeflow_generative.fields.ProbabilityFlowODE`
+            (``cond`` holds per-point labels ``{"y": y}`` with ``y`` ``x.shape[:-1]``, giving
+            ``log p_1(x | y)``).
         x: points ``(..., d)``; dtype/device are followed.
         solver: a core ODE solver name (``"rk4"`` default; adaptive ones take ``rtol``/``atol``
             through ``solve_kwargs``).
@@ -152,7 +154,7 @@ def log_prob(
         **solve_kwargs: passed to ``sdeflow.solve`` (``dt``, ``rtol``, ``atol``, ...).
     """
     check_state(x, "x")
-    flow = ProbabilityFlowODE(path, model, param, t_eps=_check_t_eps(t_eps))
+    flow = ProbabilityFlowODE(path, model, param, cond=cond, t_eps=_check_t_eps(t_eps))
     if t_span is None:
         t_span = default_t_span(*path.singular_ends(flow.param, "velocity"), flow.t_eps)
     if len(t_span) != 2:
