@@ -70,6 +70,12 @@ def check_state(x: Tensor, name: str = "x", d: int | None = None) -> None:
         raise ValueError(f"{name}: expected last dimension d={d}, got shape {tuple(x.shape)}")
 
 
+def check_generator(g: object, name: str = "generator") -> None:
+    """Raise unless ``g`` is ``None`` or a ``torch.Generator``."""
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{name}: expected a torch.Generator or None, got {type(g).__name__}")
+
+
 def check_positive_int(n: object, name: str) -> int:
     """Return ``n`` as an int, raising unless it is a positive integer."""
     if isinstance(n, bool) or not isinstance(n, int):

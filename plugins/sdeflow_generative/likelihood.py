@@ -26,7 +26,7 @@ import torch
 
 import sdeflow as sf
 
-from ._utils import check_positive_int, check_state
+from ._utils import check_generator, check_positive_int, check_state
 from .fields import ProbabilityFlowODE, _check_t_eps, default_t_span
 from .paths import GaussianPath
 
@@ -90,6 +90,11 @@ class LikelihoodODE(sf.ODE):
             else:
                 xg = x.detach().requires_grad_(True)
             u = self.flow.velocity(xg, t)
+            if not u.requires_grad:
+                raise ValueError(
+                    "model: its output does not depend on x through autograd (is it detached, or "
+                    "computed under torch.no_grad inside the model?); log_prob needs d model / "
+                    "dx for the divergence")
             div = divergence(u, xg, probes=self.probes, create_graph=self.create_graph)
         if not self.create_graph:
             u, div = u.detach(), div.detach()
@@ -154,6 +159,13 @@ def log_prob(
         **solve_kwargs: passed to ``sdeflow.solve`` (``dt``, ``rtol``, ``atol``, ...).
     """
     check_state(x, "x")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x: contains NaN or inf")
+    check_generator(generator)
+    if torch.is_inference_mode_enabled():
+        raise ValueError("log_prob: needs autograd for the divergence, which "
+                         "torch.inference_mode disables; call it under torch.no_grad() instead "
+                         "(gradients are enabled locally where needed)")
     flow = ProbabilityFlowODE(path, model, param, cond=cond, t_eps=_check_t_eps(t_eps))
     if t_span is None:
         t_span = default_t_span(*path.singular_ends(flow.param, "velocity"), flow.t_eps)
