@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..brownian import BrownianPath
+from ..brownian import BrownianPath, BrownianTree
 from ..solve import solve
 from . import references as _an
 from .arguments import _check_int
@@ -71,17 +71,35 @@ def _chunks(n_paths: int, per_path: int, chunk: int | None) -> list[tuple[int, i
 
 
 def _simulate_coupled(inst: Any, reference: Any, problem: Any, steps: list[int], t1: float,
-                      x0: Tensor, seed: int, chunk: int | None, n_fine: int | None
-                      ) -> tuple[Tensor, Tensor]:
-    """Numerical ``[K, n, d]`` and reference ``[n, d]`` solutions on shared Brownian paths."""
+                      x0: Tensor, seed: int, chunk: int | None, n_fine: int | None,
+                      tree: bool = False) -> tuple[Tensor, Tensor]:
+    """Numerical ``[K, n, d]`` and reference ``[n, d]`` solutions on shared Brownian paths
+    (one stored path per batch, or with ``tree`` a fresh Brownian tree of the batch's seed for
+    every solve: the same motion, since a tree is a pure function of (seed, t))."""
     n_paths, d = x0.shape
     per_path = max(max(steps), 0 if reference.pathwise_exact else (n_fine or 4096))
     per_path *= max(1, math.prod(reference.brownian_shape((1, d))))
     xs, refs = [], []
     for b, (i, j) in enumerate(_chunks(n_paths, per_path, chunk)):
         xb = x0[i:j]
-        bm = BrownianPath(reference.brownian_shape(xb.shape), t0=0.0, t1=t1,
-                          seed=_batch_seed(seed, b), dtype=x0.dtype, device=x0.device)
+        shape = reference.brownian_shape(xb.shape)
+        bseed = _batch_seed(seed, b)
+        if tree:
+            finest = max(max(steps), 0 if reference.pathwise_exact else (n_fine or 4096))
+
+            def fresh(shape: Any = shape, bseed: int = bseed, finest: int = finest) -> Any:
+                # exact at every dyadic time down to half the finest step
+                return BrownianTree(shape, t0=0.0, t1=t1, seed=bseed, tol=t1 / finest / 2,
+                                    dtype=x0.dtype, device=x0.device)
+
+            refs.append(reference.pathwise(t1, xb, fresh(), n_fine=n_fine))
+            xs.append(torch.stack([
+                solve(problem, xb, t_span=(0.0, t1), solver=inst, steps=n,
+                      brownian=fresh()).x_final
+                for n in steps
+            ]))
+            continue
+        bm = BrownianPath(shape, t0=0.0, t1=t1, seed=bseed, dtype=x0.dtype, device=x0.device)
         refs.append(reference.pathwise(t1, xb, bm, n_fine=n_fine))
         xs.append(torch.stack([
             solve(problem, xb, t_span=(0.0, t1), solver=inst, steps=n, brownian=bm).x_final

@@ -48,6 +48,7 @@ def strong_order(
     n_boot: int = 1000,
     chunk: int | None = None,
     n_fine: int | None = None,
+    brownian: str = "path",
 ) -> OrderResult:
     """Strong order: ``e_k = (1/n) sum_i |X_T^(i) - X_T^{h_k,(i)}|_2`` on shared Brownian paths.
 
@@ -69,6 +70,11 @@ def strong_order(
         tolerance: pass if ``|order - expected| <= tolerance``.
         ci_level, ci_method, n_boot: confidence interval (see the module docstring).
         chunk: paths per batch (default: memory-bounded); n_fine: cells of the fine reference.
+        brownian: ``"path"`` (one stored :class:`~sdeflow.BrownianPath` per batch, refined by
+            every step size) or ``"tree"`` (a *fresh* :class:`~sdeflow.BrownianTree` with the
+            same seed for every step size and for the reference: the same Brownian motion,
+            because a tree is a pure function of (seed, t); ``problem`` then reads
+            ``"<reference> via BrownianTree"``).
 
     Returns:
         :class:`OrderResult` with ``mode="strong"``.
@@ -90,7 +96,10 @@ def strong_order(
     if expected is None:
         expected = inst.for_kind(problem.kind).caps.strong(reference.noise)
     x0 = _initial(reference, x0, n_paths, dtype, device)
-    xs, ref = _simulate_coupled(inst, reference, problem, steps, t1, x0, seed, chunk, n_fine)
+    if brownian not in ("path", "tree"):
+        raise ValueError(f"brownian: expected 'path' or 'tree', got {brownian!r}")
+    xs, ref = _simulate_coupled(inst, reference, problem, steps, t1, x0, seed, chunk, n_fine,
+                                tree=brownian == "tree")
     samples = torch.linalg.vector_norm(xs - ref, dim=-1).to(_F64).cpu()  # [K, n]
     errors, se, p, ci = _mc_fit([t1 / n for n in steps], samples, absolute=False,
                                 ci_level=ci_level, ci_method=ci_method, n_boot=n_boot, seed=seed)
@@ -98,7 +107,8 @@ def strong_order(
     if not reference.pathwise_exact:
         notes.append(f"reference: fine-grid solution on the same path ({n_fine or 4096} cells)")
     return OrderResult(
-        solver=name, problem=reference.name, mode="strong",
+        solver=name, problem=reference.name + (" via BrownianTree" if brownian == "tree" else ""),
+        mode="strong",
         dts=tuple(t1 / n for n in steps), errors=tuple(errors), std_errors=tuple(se), order=p,
         ci=ci, ci_level=ci_level, ci_method=ci_method, expected=expected, tolerance=tolerance,
         n_paths=n_paths, seed=seed, notes=tuple(notes),

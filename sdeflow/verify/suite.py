@@ -132,6 +132,9 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
             if _fits(inst, ref):
                 emit(strong_order(inst, ref, cfg[key + "_dts"], cfg[key + "_paths"], seed,
                                   n_fine=cfg.get("n_fine")))
+                if key == "gbm":  # the same check through a fresh Brownian tree per step size
+                    emit(strong_order(inst, ref, cfg[key + "_dts"], cfg[key + "_paths"], seed,
+                                      n_fine=cfg.get("n_fine"), brownian="tree"))
         wo = inst.caps.weak(cfg["gbm_weak"].noise)
         if wo is not None and wo <= 1.0 and _fits(inst, cfg["gbm_weak"]):
             emit(weak_order(inst, cfg["gbm_weak"], cfg["weak_dts"], cfg["weak_paths"], seed))

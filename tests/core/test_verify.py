@@ -266,3 +266,15 @@ def test_sde_tolerance_order_catches_a_wrongly_declared_order() -> None:
     res = verify.sde_tolerance_order(StepDoubling(Overclaimed()), n_paths=500, seed=0,
                                   tols=(1e-1, 5e-2, 2.5e-2, 1.25e-2))
     assert not res.passed and res.order < 0.6
+
+
+def test_strong_order_through_a_fresh_brownian_tree_per_step_size() -> None:
+    """A fresh BrownianTree per step size (same seed) is the same Brownian motion: Milstein's
+    strong order through trees equals the one through one shared path (GBM, 300 paths)."""
+    gbm = an.GeometricBrownianMotion(1.0, 1.0)
+    path = verify.strong_order("milstein", gbm, n_paths=300, seed=1)
+    tree = verify.strong_order("milstein", gbm, n_paths=300, seed=1, brownian="tree")
+    assert tree.passed and path.passed and abs(tree.order - path.order) < 0.1
+    assert tree.problem.endswith("via BrownianTree")
+    with pytest.raises(ValueError, match="brownian"):
+        verify.strong_order("milstein", gbm, n_paths=300, brownian="trees")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 import sdeflow_generative as gen
+import torch
 
 PATH = gen.GaussianPath(gen.CondOT())
 
