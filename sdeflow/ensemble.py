@@ -530,7 +530,8 @@ def _check(problem: Any, x0: Any, n_paths: Any, t_span: Any, ts: Any, solver: An
         g = problem._fields()[1]
         m = int(g(torch.zeros((), dtype=like.dtype, device=like.device), like).shape[-1])
     bshape = problem.brownian_shape(like.shape, m)
-    span = (float(probe.ts[0]), float(probe.ts[-1]))
+    tt = ts if ts is not None else t_span
+    span = (float(tt[0]), float(tt[-1]))
     fp = dict(n_paths=n_paths, x0=(init.tensor if init.tensor is not None else x0),
               t_span=t_span if not isinstance(t_span, Tensor) else t_span.tolist(),
               ts=ts if not isinstance(ts, Tensor) else ts.tolist(),
