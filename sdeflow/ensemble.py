@@ -675,16 +675,13 @@ def _gather(dist: Any, states: list[Any], hist: Tensor | None, times: Tensor,
     """All-gather every rank's merge state and merge them in rank order (same on all ranks)."""
     cdev = _comm_device(dist, dev)
     world = dist.get_world_size()
-    # user statistics' shapes: known only to ranks that ran a chunk; agree on them first
-    shapes = []
-    for nm, s, _ in states:
-        shp = tuple(s.mean.shape) if s is not None else None
-        shapes.append(shp)
+    # a user statistic's shape is known only to ranks that ran a chunk: agree on it first
+    shapes = [tuple(s.mean.shape) if s is not None else None for _, s, _ in states]
     obj: list[Any] = [None] * world
     dist.all_gather_object(obj, shapes)
     full = [next((o[i] for o in obj if o[i] is not None), ()) for i in range(len(states))]
     flat = []
-    for (nm, s, outer), shp in zip(states, full):
+    for (_, s, _), shp in zip(states, full):
         if s is None:
             z = torch.zeros(shp, dtype=torch.float64, device=dev)
             s = Moments(0, z, z.clone())
@@ -693,21 +690,19 @@ def _gather(dist: Any, states: list[Any], hist: Tensor | None, times: Tensor,
     vec = torch.cat(flat).to(cdev)
     out = [torch.empty_like(vec) for _ in range(world)]
     dist.all_gather(out, vec)
-    merged: list[Any] = []
-    for i, ((nm, _s, outer), shp) in enumerate(zip(states, full)):
-        merged.append([nm, None, outer])
-    for r in range(world):
+    merged: list[Moments | None] = [None] * len(states)
+    for r in range(world):  # rank order: the same merge on every rank
         v = out[r].to(dev)
         pos = 0
-        for i, ((nm, _s, outer), shp) in enumerate(zip(states, full)):
+        for i, ((_, _, outer), shp) in enumerate(zip(states, full)):
             size = math.prod(shp)
             m2shape = (*shp, shp[-1]) if outer else shp
-            n = int(v[pos].item())
-            mean = v[pos + 1: pos + 1 + size].view(shp)
-            m2 = v[pos + 1 + size: pos + 1 + size + math.prod(m2shape)].view(m2shape)
-            pos += 1 + size + math.prod(m2shape)
-            s = Moments(n, mean, m2)
-            merged[i][1] = s if merged[i][1] is None else merged[i][1].merge(s, outer)
+            m2size = math.prod(m2shape)
+            st = Moments(int(v[pos].item()), v[pos + 1: pos + 1 + size].view(shp),
+                         v[pos + 1 + size: pos + 1 + size + m2size].view(m2shape))
+            pos += 1 + size + m2size
+            prev = merged[i]
+            merged[i] = st if prev is None else prev.merge(st, outer)
     if quant is not None:
         h = hist if hist is not None else torch.zeros(T, d, quant.bins + 2, dtype=torch.int64,
                                                       device=dev)
@@ -720,7 +715,8 @@ def _gather(dist: Any, states: list[Any], hist: Tensor | None, times: Tensor,
         s = samples.to(cdev)
         dist.all_reduce(s)
         samples = s.to(dev)
-    return [tuple(m) for m in merged], hist, t.cpu(), samples
+    return ([(nm, m, outer) for (nm, _, outer), m in zip(states, merged)], hist, t.cpu(),
+            samples)
 
 
 __all__ = ["ensemble", "EnsembleResult", "Quantiles", "Moments", "STAT_NAMES", "PAD_ROWS"]
