@@ -29,7 +29,7 @@ class StepSizeError(SolverError):
 
 
 class NewtonError(SolverError):
-    """The Newton iteration of an implicit solver did not converge (docs/math.md §stiff).
+    """The Newton iteration of an implicit solver did not converge (docs/math.md §13).
 
     ``t`` is the time of the step that failed, ``residual`` the last scaled Newton increment
     (``inf``/``nan`` when it diverged), ``x`` the state at ``t_reached``.

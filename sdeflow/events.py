@@ -1,5 +1,5 @@
 """Events: per-path zero crossings located on the dense output (docs/events.md, docs/math.md
-§stiff.5).
+§13.5).
 
 ``sf.solve(..., event=sf.Event(fn, terminal=True, direction=0))`` watches ``g = fn(t, x)``, one
 value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scalar for a state
@@ -255,7 +255,7 @@ class Monitor:
 
     def _locate(self, ev: Event, t: float, h: float, poly: _Rows, sub: Tensor, ga: Tensor,
                 gb: Tensor) -> tuple[Tensor, Tensor]:
-        """Illinois regula falsi per path on ``theta in [0, 1]`` (docs/math.md §stiff.5)."""
+        """Illinois regula falsi per path on ``theta in [0, 1]`` (docs/math.md §13.5)."""
         like = ga
         a = torch.zeros_like(ga)
         b = torch.ones_like(ga)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from . import hints
 from .controllers import ErrorNorm, PIController, initial_step
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .interpolation import DenseSolution, Interpolant
@@ -545,14 +546,9 @@ def _fail(plan: Plan, rec: Recorder, stats: dict[str, Any], finish: Callable[...
         f"reached); {where}. The problem may be stiff or singular there{hint}", t_reached=t)
 
 
-STIFF_HINT: Callable[[dict[str, Any]], str] | None = None
-
-
 def _stiffness_hint(stats: dict[str, Any]) -> str:
-    """A suggestion of an implicit solver when the failure looks like stiffness."""
-    if STIFF_HINT is not None:
-        return STIFF_HINT(stats)
-    return ""
+    """A suggestion (e.g. an implicit solver) when the failure looks like stiffness."""
+    return hints.hint(stats)
 
 
 def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl: PIController,

@@ -1,4 +1,4 @@
-"""Batched Jacobians and simplified Newton for the implicit solvers (docs/math.md §stiff.3).
+"""Batched Jacobians and simplified Newton for the implicit solvers (docs/math.md §13.3).
 
 A state ``x`` is split into ``B`` independent systems ("paths") of size ``D``:
 

@@ -45,6 +45,12 @@ class GridNoise:
         self.sub = sub
         self.h64 = torch.tensor([b - a for a, b in zip(sub[:-1], sub[1:])], dtype=torch.float64)
         self.bm = brownian
+        self.full: tuple[Tensor, ...] | None = None
+        if brownian is not None and getattr(brownian, "stores_path", False):
+            # a stored path keeps every time it is asked anyway: one query of the whole grid
+            # is one draw and one allocation (per-block queries would grow its storage)
+            dw, it = brownian.grid(sub, space_time=space_time)
+            self.full = (dw,) if it is None else (dw, it)
         if brownian is None:
             from .brownian import SeededNoise  # noqa: PLC0415
 
@@ -54,7 +60,9 @@ class GridNoise:
     def block(self, i: int, j: int) -> list[Any]:
         """Noise of steps ``i .. j-1`` (sequential calls)."""
         a, b = i * self.per, j * self.per
-        if self.bm is not None:  # one batched query per block of steps
+        if self.full is not None:
+            dw, it = self.full[0][a:b], (self.full[1][a:b] if len(self.full) > 1 else None)
+        elif self.bm is not None:  # one batched query per block of steps (bounded memory)
             dw, it = self.bm.grid(self.sub[a:b + 1], space_time=self.space_time)
         else:
             dw, it = self.src.increments(self.h64[a:b], self.space_time)

@@ -1,6 +1,6 @@
 """Semilinear problems: a linear part integrated exactly, a nonlinear part in a chosen variable.
 
-The form (docs/math-expint.md §1). With an integrating factor ``E(t) = exp(int a dt) > 0`` of the
+The form (docs/math.md §15.1). With an integrating factor ``E(t) = exp(int a dt) > 0`` of the
 linear coefficient ``a(t)``, a variable ``tau(t)`` (strictly monotone in ``t``), a rate ``k``
 (a number, or a tensor broadcasting against ``x`` for a diagonal linear part) and a gain ``c``,
 
@@ -94,7 +94,8 @@ def _rate(v: Any) -> float | Tensor:
 
 
 class SemilinearODE(ODE):
-    """``dx/dt = a(t) x + c E(t) e^{k tau(t)} tau'(t) N(t, x)`` (module docstring; math §1).
+    """``dx/dt = a(t) x + c E(t) e^{k tau(t)} tau'(t) N(t, x)`` (module docstring; docs/math.md
+    §15.1).
 
     Args:
         nonlinear: ``N(t, x)``, ``t`` 0-dim, ``x`` any shape; returns ``x``'s shape.
@@ -228,7 +229,8 @@ class SemilinearODE(ODE):
 
 
 class SemilinearSDE(SDE):
-    """``dX = [a X + c E e^{k tau} tau' N(t, X)] dt + g(t) dW`` (additive noise, Ito; math §5).
+    """``dX = [a X + c E e^{k tau} tau' N(t, X)] dt + g(t) dW`` (additive noise, Ito; docs/math.md
+    §15.5).
 
     Args:
         nonlinear, tau, log_scale, rate, gain, linear, tau_dot, tau_inverse: as

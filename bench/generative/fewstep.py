@@ -5,7 +5,7 @@ Run: ``PYTHONPATH=.:plugins python bench/generative/fewstep.py [orders|table|pee
 with ``--out``). Everything runs on the exact fields of part 1 (no training), float64, one thread.
 
 * ``orders``: coupled error against dopri5 (rtol = atol = 1e-10) from the same 64 points, fitted
-  slope in NFE with a 95% Student-t interval, over CondOT, cosine and VP (docs/math-expint.md).
+  slope in NFE with a 95% Student-t interval, over CondOT, cosine and VP (docs/math.md §15).
 * ``table``: sliced W1 (128 directions) of n = 4000 samples against n = 4000 exact samples, with
   the exact-vs-exact null (mean +- sd of 5 independent exact samples) and the RMS coupled error to
   the exact ODE solution from the same x0; NFE in {5, 10, 15, 20, 30, 50} x solver x grid x path,

@@ -1,6 +1,6 @@
 """Few-step sampling: the probability-flow ODE of a Gaussian path as a semilinear problem.
 
-With ``lambda = log(alpha/beta)`` (increasing in t; docs/math-expint.md §1) the PF-ODE
+With ``lambda = log(alpha/beta)`` (increasing in t; docs/math.md §15.1) the PF-ODE
 ``dx/dt = (beta_dot/beta) x + alpha lambda_dot x0_hat(x, t)`` has the exact step
 
     x_t = (beta_t/beta_s) x_s + alpha_t int_{lambda_s}^{lambda_t} e^{-(lambda_t - l)} x0_hat dl
@@ -213,7 +213,8 @@ def semilinear_problem(path: GaussianPath, model: Callable[..., Tensor], param: 
 def semilinear_sde(path: GaussianPath, model: Callable[..., Tensor], param: str,
                    eta: float = 1.0, cond: Mapping[str, Any] | None = None) -> SemilinearSDE:
     """The eta-family SDE ``dX = [(1 + eta) u - eta (alpha_dot/alpha) X] dt + beta
-    sqrt(2 eta lambda_dot) dW`` (``DiffusionSDE(eta=)``) in data-prediction form (math §5):
+    sqrt(2 eta lambda_dot) dW`` (``DiffusionSDE(eta=)``) in data-prediction form (docs/math.md
+    §15.5):
     ``log E = log beta - eta lambda``, ``k = c = 1 + eta``, ``G = (1 + eta) alpha``,
     ``noise_std(s, t) = beta_t sqrt(1 - e^{-2 eta h})``."""
     _check(path, model, param)
@@ -259,7 +260,7 @@ def sample(model: Callable[..., Tensor], path: GaussianPath, x0: Tensor, *, solv
            eta: float = 1.0, seed: int | None = None, brownian: Any = None,
            **options: Any) -> sf.Solution:
     """Sample the PF-ODE (or, with ``dpm_solver_pp2m_sde``, the eta-SDE) of ``model`` from
-    ``x0 ~ p_{t_0}`` on a few-step grid (docs/fewstep.md, docs/math-expint.md).
+    ``x0 ~ p_{t_0}`` on a few-step grid (docs/fewstep.md, docs/math.md §15).
 
     Args:
         model: ``model(x, t, **cond)`` -> ``param`` field; ``x`` ``(n, d)``, ``t`` ``(n,)``.

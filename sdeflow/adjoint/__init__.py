@@ -11,7 +11,7 @@
 Parameters are found from the problem's ``nn.Module`` callables, or given as
 ``adjoint_params=``. With ``ts`` requiring grad (ODEs), gradients flow to the times as well:
 ``dL/dt_i = <dL/dy_i, u(t_i, y_i)>`` and ``dL/dt_0 = -<dL/dx_0, u(t_0, x_0)>`` (the exact
-derivatives of the flow; docs/math/gradients.md §4).
+derivatives of the flow; docs/math.md §14.4).
 """
 
 from __future__ import annotations

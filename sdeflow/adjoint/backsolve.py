@@ -1,6 +1,6 @@
 """``adjoint="backsolve"``: the continuous adjoint, solved backwards (O(1) memory in the steps).
 
-ODEs (Chen et al. 2018; docs/math/gradients.md §2): with ``a = dL/dx``, the augmented system
+ODEs (Chen et al. 2018; docs/math.md §14.2): with ``a = dL/dx``, the augmented system
 
     dx/dt = u(t, x),   da/dt = -a^T du/dx,   dp/dt = -a^T du/dtheta
 

@@ -4,7 +4,7 @@ The forward solve runs without a graph and keeps, besides each accepted step's t
 Brownian increments, the carry ``(x, solver state)`` at every ``stride``-th step (at most
 ``checkpoints`` of them; when an adaptive solve outgrows them every other one is dropped and the
 stride doubles). The backward pass replays one segment at a time from its checkpoint, with a
-graph, and backpropagates through it (docs/math/gradients.md §1). Memory: ``checkpoints``
+graph, and backpropagates through it (docs/math.md §14.1). Memory: ``checkpoints``
 carries plus one segment's graph; time: one extra forward pass. Default ``checkpoints``:
 ``ceil(sqrt(steps))`` for fixed grids, 64 for adaptive solves.
 """

@@ -4,7 +4,7 @@ The forward solve keeps only each step's times (and, for SDEs, reads the increme
 Brownian object it can query again). The backward pass walks the steps in reverse: it inverts
 step ``n`` algebraically (:func:`sdeflow.solvers.reversible.rev_inverse`) to recover
 ``(y_n, yh_n)``, re-runs that one step with a graph and backpropagates the adjoint of
-``(y_{n+1}, yh_{n+1})`` through it (Kidger et al. 2021; docs/math/gradients.md §3). The
+``(y_{n+1}, yh_{n+1})`` through it (Kidger et al. 2021; docs/math.md §14.3). The
 gradients equal backpropagation through the same steps up to the round-off of the inversion.
 """
 

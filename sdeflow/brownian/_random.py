@@ -5,7 +5,7 @@ node or a step index, see :func:`key` / :func:`keys_for`) and by the *global ele
 ``e = row * R + k`` of the entry (``R`` = entries per row, the full batch's row numbering). The
 64 random bits of an entry are the SplitMix64 finaliser of ``key + e * GOLDEN`` (mod 2^64), so
 any subset of rows, of steps or of tree nodes can be computed alone and equals the same entries
-of a larger draw bit for bit (docs/math.md "Counter-based noise").
+of a larger draw bit for bit (docs/math.md §12.1).
 
 Two standard normals per entry come from the Box-Muller transform of the two 32-bit halves
 (float64) -- ``r = sqrt(-2 ln u1)``, ``(r cos 2 pi u2, r sin 2 pi u2)`` with

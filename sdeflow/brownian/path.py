@@ -1,4 +1,5 @@
-"""``BrownianPath``: a Brownian motion stored at every time it was asked about (docs/math.md §1-2).
+"""``BrownianPath``: a Brownian motion stored at every time it was asked about (docs/math.md §2,
+§12.2).
 
 The path keeps ``W`` at its stored times and, once some query needs it, the space-time integral
 of a stored interval,
@@ -122,6 +123,9 @@ class BrownianPath:
     ``bm.increment(s, t)`` is W_t - W_s; ``bm.space_time(s, t)`` is int_s^t (W_r - W_s) dr;
     ``bm.grid(ts, space_time)`` gives increments (and integrals) of every interval at once.
     """
+
+    #: it stores every time it is asked about (the loop may query a whole fixed grid at once)
+    stores_path = True
 
     def __init__(self, shape: Sequence[int] | torch.Size | int, t0: TimeLike = 0.0,
                  t1: TimeLike = 1.0, seed: int | None = None, dtype: torch.dtype | None = None,

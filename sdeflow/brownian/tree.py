@@ -1,5 +1,5 @@
 """``BrownianTree``: a virtual Brownian tree, W_t a pure function of (seed, t) (docs/math.md
-"Brownian tree").
+§12.3).
 
 The span ``[t0, t1]`` (length T) is bisected dyadically down to depth ``D``, the least depth
 with leaf width ``T / 2^D <= tol``. Node ``(d, j)`` is ``[t0 + j T/2^d, t0 + (j+1) T/2^d]``

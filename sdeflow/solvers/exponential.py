@@ -1,4 +1,4 @@
-"""Exponential integrators for semilinear problems (docs/math-expint.md §2-§5).
+"""Exponential integrators for semilinear problems (docs/math.md §15.2-§15.5).
 
 Every solver here needs a :class:`~sdeflow.semilinear.SemilinearODE` (``caps.semilinear``): it
 takes the linear part exactly and approximates ``N`` in the problem's variable ``tau``. Over a
@@ -22,7 +22,7 @@ name                          order  nodes
 ``dpm_solver3``               3      ``{0, 1/3, 2/3}``: two stages, the second of order 2
 ``dpm_solver_pp2m``           2      ``{0, rho_{n-1}}`` (or the midpoint weight, default); warm-up 1
 ``dpm_solver_pp3m``           3      ``{0, rho_{n-1}, rho_{n-2}}``; warm-up by ``dpm_solver2``
-``unipc2``, ``unipc3``        3, 3   UniPC predictor of order p + corrector (math §4)
+``unipc2``, ``unipc3``        3, 3   UniPC predictor of order p + corrector (docs/math.md §15.4)
 ``dpm_solver_pp2m_sde``       weak 1 2M drift, exact linear part, exact noise variance (SDE)
 ============================  =====  =========================================================
 
@@ -148,7 +148,7 @@ class Exponential(Solver, register=False):
 # ---------------------------------------------------------------------------- singlestep
 class DDIM(Exponential, name="ddim"):
     """First order: ``x_t = E(t)/E(s) x_s + G(t) h phi_1(z) N(s, x_s)`` (DDIM, DPM-Solver-1,
-    ETD1; math §2). One evaluation per step."""
+    ETD1; docs/math.md §15.2). One evaluation per step."""
 
     caps = Capabilities(order=1.0, semilinear=True)
 
@@ -165,7 +165,8 @@ class DDIM(Exponential, name="ddim"):
 
 
 class DPMSolver2(Exponential, name="dpm_solver2"):
-    """Singlestep order 2 (math §2): a first-order stage at ``rho = 1/2``, then the update with
+    """Singlestep order 2 (docs/math.md §15.2): a first-order stage at ``rho = 1/2``, then the
+    update with
     nodes ``{0, rho}``. Two evaluations per step."""
 
     caps = Capabilities(order=2.0, semilinear=True)
@@ -189,7 +190,8 @@ class DPMSolver2(Exponential, name="dpm_solver2"):
 
 
 class DPMSolver3(Exponential, name="dpm_solver3"):
-    """Singlestep order 3 (math §2): stages at ``rho = 1/3`` (order 1) and ``2/3`` (order 2,
+    """Singlestep order 3 (docs/math.md §15.2): stages at ``rho = 1/3`` (order 1) and ``2/3``
+    (order 2,
     nodes ``{0, 1/3}``), update with the quadratic through ``{0, 1/3, 2/3}``. Three evaluations
     per step."""
 
@@ -263,7 +265,8 @@ class _Multistep(Exponential, register=False):
 
 
 class DPMSolverPP2M(_Multistep, name="dpm_solver_pp2m"):
-    """Multistep order 2 (DPM-Solver++(2M), math §3): nodes ``{0, rho_{n-1}}``; the first step
+    """Multistep order 2 (DPM-Solver++(2M), docs/math.md §15.3): nodes ``{0, rho_{n-1}}``; the
+    first step
     is order 1. One evaluation per step.
 
     Args:
@@ -289,7 +292,7 @@ class DPMSolverPP2M(_Multistep, name="dpm_solver_pp2m"):
 
 
 class DPMSolverPP3M(_Multistep, name="dpm_solver_pp3m"):
-    """Multistep order 3 (math §3): the quadratic through ``{0, rho_{n-1}, rho_{n-2}}``.
+    """Multistep order 3 (docs/math.md §15.3): the quadratic through ``{0, rho_{n-1}, rho_{n-2}}``.
 
     Args:
         warmup: ``"singlestep"`` (default: the first step by DPM-Solver-2, one extra
@@ -317,7 +320,8 @@ class DPMSolverPP3M(_Multistep, name="dpm_solver_pp3m"):
 
 # --------------------------------------------------------------------------------- UniPC
 class _UniPC(Exponential, register=False):
-    """UniPC (Zhao et al. 2023; math §4): a multistep predictor UniP-p and the corrector UniC,
+    """UniPC (Zhao et al. 2023; docs/math.md §15.4): a multistep predictor UniP-p and the
+    corrector UniC,
     which reuses the evaluation at the predicted point (no extra evaluation) and raises the
     order by one. The last step's output is the predictor's (no evaluation follows it).
 
@@ -346,7 +350,8 @@ class _UniPC(Exponential, register=False):
 
     def _rhos(self, r: list[float], z: Tensor, size: int) -> tuple[list[Tensor], Tensor]:
         """``rho`` solving ``R rho = b`` (``R_ik = r_k^(i-1)``, ``b_i = i! phi_{i+1} / B~``)
-        and ``B~ = B(z) / z``; a 1x1 system takes its ``z -> 0`` limit ``1/2`` (math §4)."""
+        and ``B~ = B(z) / z``; a 1x1 system takes its ``z -> 0`` limit ``1/2`` (docs/math.md
+        §15.4)."""
         btil = torch.ones_like(z) if self.variant == "bh1" else phi(1, z)
         if size == 1:
             return [torch.full_like(z, 0.5)], btil
@@ -397,7 +402,8 @@ class _UniPC(Exponential, register=False):
 
 
 class UniPC2(_UniPC, name="unipc2"):
-    """UniPC with the order-2 predictor: order 3 with the corrector, 2 without (math §4)."""
+    """UniPC with the order-2 predictor: order 3 with the corrector, 2 without (docs/math.md
+    §15.4)."""
 
     caps = Capabilities(order=3.0, stateful=True, semilinear=True)
     p_max = 2
@@ -406,7 +412,7 @@ class UniPC2(_UniPC, name="unipc2"):
 class UniPC3(_UniPC, name="unipc3"):
     """UniPC with the order-3 predictor. With the corrector the steady steps are of order 4,
     but the multistep warm-up (a first step of predictor order 1 plus corrector, local error
-    ``h^3``) caps the global order at 3 -- declared 3 (math §4)."""
+    ``h^3``) caps the global order at 3 -- declared 3 (docs/math.md §15.4)."""
 
     caps = Capabilities(order=3.0, stateful=True, semilinear=True)
     p_max = 3
@@ -414,7 +420,7 @@ class UniPC3(_UniPC, name="unipc3"):
 
 # ------------------------------------------------------------------------------------ SDE
 class DPMSolverPP2MSDE(Exponential, name="dpm_solver_pp2m_sde"):
-    """Stochastic 2M on a :class:`~sdeflow.semilinear.SemilinearSDE` (math §5):
+    """Stochastic 2M on a :class:`~sdeflow.semilinear.SemilinearSDE` (docs/math.md §15.5):
 
         x_t = E(t)/E(s) x_s + G(t) sum_j W_j N_j + noise_std(s, t) dW / sqrt(|t - s|),
 

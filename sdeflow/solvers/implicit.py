@@ -1,4 +1,4 @@
-"""Implicit solvers for stiff problems, as data (docs/math.md §stiff).
+"""Implicit solvers for stiff problems, as data (docs/math.md §13).
 
 * ESDIRK methods (explicit first stage, singly diagonally implicit, stiffly accurate), one
   engine :class:`ESDIRK` for every :class:`ESDIRKTableau`:
@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ..errors import NewtonError
+from ..hints import register as register_hint
 from ..newton import Jacobian, Newton, layout
 from .base import Capabilities, Noise, Solver, StepResult, Terms, sde_orders
 
@@ -127,7 +128,7 @@ KVAERNO5 = ESDIRKTableau(
 
 @dataclass(frozen=True)
 class RosenbrockTableau:
-    """A Rosenbrock method in Hairer's transformed form (docs/math.md §stiff.2).
+    """A Rosenbrock method in Hairer's transformed form (docs/math.md §13.2).
 
     ``(I / (h gamma) - J) U_i = u(t + alpha_i h, x + sum_j a_ij U_j) + sum_j C_ij / h U_j
     + h gamma_i u_t``, ``x_new = x + sum_i m_i U_i``, error ``sum_i (m_i - m_hat_i) U_i``.
@@ -282,7 +283,7 @@ class ImplicitSolver(Solver, register=False):
 
 # ------------------------------------------------------------------------------------ ESDIRK
 class ESDIRK(ImplicitSolver, register=False):
-    """The engine of every :class:`ESDIRKTableau` (module docstring; docs/math.md §stiff.1)."""
+    """The engine of every :class:`ESDIRKTableau` (module docstring; docs/math.md §13.1)."""
 
     coefficients: ESDIRKTableau
 
@@ -369,7 +370,7 @@ class Kvaerno5(ESDIRK, name="kvaerno5"):
 
 # ------------------------------------------------------------------------------- Rosenbrock
 class Rosenbrock(ImplicitSolver, register=False):
-    """The engine of every :class:`RosenbrockTableau` (docs/math.md §stiff.2).
+    """The engine of every :class:`RosenbrockTableau` (docs/math.md §13.2).
 
     One exact Jacobian ``J = du/dx`` and ``u_t = du/dt`` at ``(t, x)`` per step (reused when a
     rejected step is retried from the same point), one LU of ``I - h gamma J``, one linear
@@ -459,7 +460,7 @@ class Rodas5(Rosenbrock, name="rodas5"):
 
 # ---------------------------------------------------------------------- drift-implicit SDE
 class ImplicitEulerMaruyama(ImplicitSolver, name="implicit_euler_maruyama"):
-    """The drift-implicit theta-method for Ito SDEs (docs/math.md §stiff.4):
+    """The drift-implicit theta-method for Ito SDEs (docs/math.md §13.4):
 
     ``x_new = x + h [(1 - theta) f(t, x) + theta f(t + h, x_new)] + g(t, x) dW``.
 
@@ -518,7 +519,7 @@ class ImplicitEulerMaruyama(ImplicitSolver, name="implicit_euler_maruyama"):
 # ----------------------------------------------------------------------- the stiffness hint
 def stiffness_hint(stats: dict[str, Any]) -> str:
     """A sentence for ``MaxStepsError``/``StepSizeError`` of an explicit solve that looks stiff
-    (``sdeflow.integrate.STIFF_HINT``): many rejected steps, or many steps with few of them
+    (registered in ``sdeflow.hints``): many rejected steps, or many steps with few of them
     rejected (a stability-limited step size), and no Jacobian in the stats (an explicit
     solver)."""
     if "njac" in stats:
@@ -540,11 +541,4 @@ __all__ = ["ESDIRKTableau", "RosenbrockTableau", "ESDIRK", "Rosenbrock", "Implic
            "IMPLICIT_EULER", "KVAERNO3", "KVAERNO5", "RODAS5", "stiffness_hint"]
 
 
-def _install_hint() -> None:
-    from .. import integrate  # noqa: PLC0415  (the loop imports the solvers package)
-
-    if integrate.STIFF_HINT is None:
-        integrate.STIFF_HINT = stiffness_hint
-
-
-_install_hint()
+register_hint(stiffness_hint)

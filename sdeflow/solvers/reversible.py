@@ -1,7 +1,7 @@
 """Reversible Heun (Kidger, Foster, Li, Lyons 2021), an algebraically reversible scheme.
 
 The solver carries ``(y, yh)`` -- the solution and an auxiliary copy -- with the fields at the
-auxiliary point, ``fh = f(t, yh)`` and ``gh = g(t, yh)`` (docs/math/gradients.md §3):
+auxiliary point, ``fh = f(t, yh)`` and ``gh = g(t, yh)`` (docs/math.md §14.3):
 
     yh_new = 2 y - yh + fh h + gh dW,
     fh_new, gh_new = f(t + h, yh_new), g(t + h, yh_new),
@@ -112,7 +112,7 @@ class _Reversible(Solver, register=False):
 
 
 class ReversibleHeun(_Reversible, name="reversible_heun"):
-    """Reversible Heun for Stratonovich SDEs (Kidger et al. 2021; docs/math/gradients.md §3).
+    """Reversible Heun for Stratonovich SDEs (Kidger et al. 2021; docs/math.md §14.3).
 
     Strong order 1 on commutative noise, 1/2 on general noise; with ``adjoint="reversible"``
     its gradients are the exact gradients of the discretisation in O(1) memory.

@@ -29,7 +29,7 @@ different small seeds never share a batch); the per-path errors of all batches a
 from __future__ import annotations
 
 from . import references
-from .fit import _mc_fit, fit_order
+from .fit import _mc_fit, fit_order, regression_fit
 from .moment_checks import bias_order, discrete_moments, moments
 from .ode import ode_order
 from .references import default_linear_ode
@@ -44,5 +44,5 @@ __all__ = [
     "ode_order", "strong_order", "weak_order", "moments", "discrete_moments", "bias_order",
     "fit_order", "default_linear_ode", "default_suite", "run_suite",
     "tolerance_proportionality", "sde_tolerance_order", "default_tolerances", "references",
-    "_mc_fit", "_pick_problem",
+    "_mc_fit", "_pick_problem", "regression_fit",
 ]

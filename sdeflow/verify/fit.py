@@ -76,9 +76,11 @@ def _mc_fit(dts: Sequence[float], samples: Tensor, *, absolute: bool, ci_level: 
         raise ValueError(f"ci_method: expected 'delta' or 'bootstrap', got {ci_method!r}")
     return errors.tolist(), se.tolist(), p, ci
 
-def _regression_fit(dts: Sequence[float], errors: Sequence[float], ci_level: float
-                    ) -> tuple[float, tuple[float, float]]:
-    """Slope and Student-t interval from the residuals of the straight-line fit (no noise)."""
+def regression_fit(dts: Sequence[float], errors: Sequence[float], ci_level: float = 0.95
+                   ) -> tuple[float, tuple[float, float]]:
+    """``(order, (lo, hi))``: the slope of ``log(error)`` on ``log(dt)`` and its Student-t
+    interval from the residuals of the straight-line fit (deterministic errors; docs/math.md
+    §10.4)."""
     if any(not e > 0 for e in errors):
         return math.nan, (math.nan, math.nan)
     p = fit_order(dts, errors)
@@ -95,3 +97,6 @@ def _regression_fit(dts: Sequence[float], errors: Sequence[float], ci_level: flo
     sd = math.sqrt(rss / (k - 2) / float((xc * xc).sum()))
     q = float(student_t.ppf(0.5 + ci_level / 2, k - 2))
     return p, (p - q * sd, p + q * sd)
+
+
+_regression_fit = regression_fit  # the name the verify modules use

@@ -1,4 +1,4 @@
-"""Exponential integrators on semilinear problems (docs/math-expint.md §1-§5).
+"""Exponential integrators on semilinear problems (docs/math.md §15.1-§15.5).
 
 * phi functions: the recursion identity and the series/recursion seam (hypothesis).
 * A stiff semilinear ODE with a known solution (ETD): x' = L x + N(t, x), L = -50 (scalar) and
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import sdeflow as sf
 from sdeflow.semilinear import phi
 from sdeflow.solvers.base import REGISTRY
-from sdeflow.verify import _regression_fit
+from sdeflow.verify import regression_fit as _regression_fit
 
 F64 = torch.float64
 STEPS = (160, 320, 640, 1280)

@@ -1,11 +1,11 @@
-"""Few-step samplers on the exact mixture fields (docs/fewstep.md, docs/math-expint.md).
+"""Few-step samplers on the exact mixture fields (docs/fewstep.md, docs/math.md §15).
 
 * Orders: the coupled error ``mean_i |x_i(1 - 1e-3) - x_i^ref|`` against dopri5 at rtol = atol
   = 1e-10 from the same 64 initial points (``mixture2d``, seed 0) over 48, 96, 192, 384 steps;
   the regression slope in the step count (NFE per step is constant) with its 95% Student-t
   interval must lie within 0.2 of the declared order, on CondOT, cosine and VP.
 * The published 3M coefficient and UniPC without its corrector measure one order less.
-* DDIM's step is the closed form of docs/math-expint.md §1 in both forms.
+* DDIM's step is the closed form of docs/math.md §15.1 in both forms.
 * Grids, the core-ODE fallback, ``cond=`` and the bad-input messages.
 """
 
@@ -31,7 +31,7 @@ from sdeflow_generative.schedules import Schedule
 
 import sdeflow as sf
 from sdeflow.solvers.base import REGISTRY
-from sdeflow.verify import _regression_fit
+from sdeflow.verify import regression_fit as _regression_fit
 
 F64 = torch.float64
 STEPS = (48, 96, 192, 384)
@@ -77,7 +77,7 @@ def test_order_against_exact_ode(path_name: str, solver: str) -> None:
 @pytest.mark.parametrize("path_name", ["condot", "vp"])
 def test_unipc3_and_its_corrector(path_name: str) -> None:
     """UniPC-3 with the corrector reaches at least its declared order 3 (steady steps are of
-    order 4; docs/math-expint.md §4); without it, the order of its predictor, 3."""
+    order 4; docs/math.md §15.4); without it, the order of its predictor, 3."""
     p_on, ci_on, _ = _measure(path_name, "unipc3")
     p_off, ci_off, _ = _measure(path_name, "unipc3", corrector=False)
     assert p_on >= 3.0 - 0.2 and p_on > p_off + 0.4, (p_on, ci_on, p_off, ci_off)
