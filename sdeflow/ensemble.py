@@ -343,6 +343,9 @@ def _statistics(statistics: Any) -> tuple[list[str], dict[str, Callable[[Tensor]
     quant = None
     for nm, s in items:
         if isinstance(s, str):
+            if nm is not None and nm != s:
+                raise ValueError(f"statistics: the built-in statistic {s!r} keeps its name; "
+                                 f"got the key {nm!r}")
             if s not in STAT_NAMES:
                 raise ValueError(f"statistics: unknown statistic {s!r}; expected one of "
                                  f"{STAT_NAMES}, a callable stat(ys) or a Quantiles")
