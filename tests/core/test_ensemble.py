@@ -11,6 +11,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sdeflow as sf
 from sdeflow.ensemble import Moments
@@ -85,6 +87,23 @@ def test_chan_merge_is_exact_for_any_split() -> None:
         assert m.n == whole.n
         torch.testing.assert_close(m.mean, whole.mean, rtol=1e-13, atol=1e-13)
         torch.testing.assert_close(m.m2, whole.m2, rtol=1e-12, atol=1e-11)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 399), min_size=1, max_size=6, unique=True),
+       shift=st.floats(-1e3, 1e3))
+def test_chan_merge_property(cuts: list[int], shift: float) -> None:
+    """Any split of 400 values into consecutive pieces merges to the whole's moments."""
+    g = torch.Generator().manual_seed(len(cuts))
+    v = torch.randn(400, 2, 3, generator=g, dtype=D64) + shift
+    edges = [0, *sorted(cuts), 400]
+    m = Moments.of(v[: edges[1]], True)
+    for a, b in zip(edges[1:-1], edges[2:]):
+        m = m.merge(Moments.of(v[a:b], True), True)
+    whole = Moments.of(v, True)
+    assert m.n == 400
+    torch.testing.assert_close(m.mean, whole.mean, rtol=1e-12, atol=1e-12 * (1 + abs(shift)))
+    torch.testing.assert_close(m.m2, whole.m2, rtol=1e-10, atol=1e-9)
 
 
 def test_moments_match_fokker_planck_within_standard_errors() -> None:
