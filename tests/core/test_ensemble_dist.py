@@ -70,10 +70,24 @@ def _worker(rank: int, world: int, port: int, mode: str, out: str) -> None:
         else:  # the three failure modes in turn, in one process group
             for case in ("disagree", "bad_rank", "fail_run"):
                 result[case] = _failing(case, rank)
+            result["idle_rank"] = _idle_rank_run()
     except Exception:  # noqa: BLE001
         result["crash"] = traceback.format_exc()
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
+
+
+def _idle_rank_run() -> dict[str, Any]:
+    """One chunk for two ranks: rank 1 runs nothing but still returns the full result
+    (user statistic, quantiles and event statistics included)."""
+    prob, x0 = _problems()["ou"]
+    r = sf.ensemble(prob, x0, 300, t_span=(0.0, 1.0), steps=8, seed=9, chunk_size=300,
+                    event=sf.Event(lambda t, x: x[..., 0] - 0.8),
+                    statistics={"mean": "mean", "cov": "cov",
+                                "sq": lambda ys: ys[-1] ** 2,
+                                "q": sf.Quantiles([0.5], lo=-3.0, hi=3.0, bins=60)})
+    return dict(mean=r.mean, cov=r.cov, sq=r.stats["sq"], q=r.quantiles, p=r.event["p"],
+                ts=r.ts)
 
 
 def _failing(case: str, rank: int) -> str | None:
@@ -148,3 +162,8 @@ def test_failures_reach_every_rank_without_deadlock(tmp_path: Path) -> None:
     assert outs[0]["bad_rank"] is not None and "rank(s) [1]" in outs[0]["bad_rank"]
     assert "boom on rank 1" in outs[1]["fail_run"]
     assert outs[0]["fail_run"] is not None and "another rank failed" in outs[0]["fail_run"]
+    ref = _idle_rank_run()
+    for o in outs:
+        for k, v in ref.items():
+            torch.testing.assert_close(o["idle_rank"][k], v, rtol=1e-12, atol=1e-14,
+                                       equal_nan=True)
