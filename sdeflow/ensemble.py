@@ -499,7 +499,9 @@ def _check(problem: Any, x0: Any, n_paths: Any, t_span: Any, ts: Any, solver: An
     if seed is None:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
         if dist is not None:  # rank 0's draw, so that the ranks agree
-            s = torch.tensor([seed], dtype=torch.int64)
+            s = torch.tensor([seed], dtype=torch.int64, device=_comm_device(
+                dist, torch.device("cuda", torch.cuda.current_device())
+                if torch.cuda.is_available() else torch.device("cpu")))
             dist.broadcast(s, 0)
             seed = int(s.item())
     elif isinstance(seed, bool) or not isinstance(seed, int):
@@ -627,7 +629,8 @@ def _run(cfg: dict[str, Any], dist: Any, rank: int, world: int) -> EnsembleResul
         if bar is not None:
             bar.close()
     if dist is not None:
-        flag = torch.tensor([1 if failure is not None else 0], dtype=torch.int64)
+        flag = torch.tensor([1 if failure is not None else 0], dtype=torch.int64,
+                            device=_comm_device(dist, dev))
         dist.all_reduce(flag)
         if failure is not None:
             raise failure
