@@ -2,7 +2,9 @@
 
 Problems: OU dX = -theta X dt + sigma dW, GBM dX = mu X dt + s X dW (Ito, diagonal), and a
 nonlinear double well dX = (X - X^3) dt + sqrt(1 + X^2)/2 dW (arithmetic and sqrt only, which
-are correctly rounded in vector and scalar kernels). Seeds are stated per test.
+are correctly rounded in vector and scalar kernels), and dX = (sin 3X - tanh X) dt +
+0.3 exp(-X^2) dW (transcendental kernels: each chunk runs on a multiple of 64 rows, so no path
+falls in a kernel's scalar tail). Seeds are stated per test.
 """
 
 from __future__ import annotations
@@ -26,17 +28,21 @@ MU, S = 0.05, 0.3
 GBM = sf.SDE(lambda t, x: MU * x, lambda t, x: S * x, noise="diagonal")
 WELL = sf.SDE(lambda t, x: x - x * x * x, lambda t, x: 0.5 * torch.sqrt(1.0 + x * x),
               noise="diagonal")
+TRIG = sf.SDE(lambda t, x: torch.sin(3 * x) - torch.tanh(x),
+              lambda t, x: 0.3 * torch.exp(-x * x), noise="diagonal")
 PROBLEMS = {"ou": (OU, torch.tensor([1.0, -0.5], dtype=D64)),
+            "trig": (TRIG, torch.tensor([0.3, -1.2], dtype=D64)),
             "gbm": (GBM, torch.tensor([1.0, 2.0], dtype=D64)),
             "well": (WELL, torch.tensor([0.3, -1.2], dtype=D64))}
 
 
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 def test_samples_do_not_depend_on_chunk_size(name: str) -> None:
-    """Seed 11, 2500 paths, 16 steps: chunk sizes 700 (does not divide), 500, 1024, 2500."""
+    """Seed 11, 2500 paths, 16 steps: chunk sizes 700 and 37 (do not divide), 500, 1024,
+    2500."""
     prob, x0 = PROBLEMS[name]
     runs = [sf.ensemble(prob, x0, 2500, ts=[0.0, 0.5, 1.0], steps=16, seed=11,
-                        chunk_size=c, keep_samples=True) for c in (700, 500, 1024, 2500)]
+                        chunk_size=c, keep_samples=True) for c in (700, 500, 1024, 2500, 37)]
     for r in runs[1:]:
         assert torch.equal(r.samples, runs[0].samples)
         torch.testing.assert_close(r.mean, runs[0].mean, rtol=1e-12, atol=1e-14)
