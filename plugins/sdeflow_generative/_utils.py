@@ -26,9 +26,11 @@ def as_time(t: Tensor | float, like: Tensor | None = None) -> Tensor:
 def time_for(t: Tensor | float, x: Tensor, name: str = "t") -> Tensor:
     """Broadcastable time for a state ``x`` of shape ``(..., d)``.
 
-    Accepts a scalar (Python number or 0-dim tensor), a tensor of shape ``x.shape[:-1]``, or a
-    tensor of shape ``(*x.shape[:-1], 1)``. Returns a tensor of ``x``'s dtype/device whose shape
-    broadcasts against ``x``: ``()`` for a scalar, ``(*x.shape[:-1], 1)`` otherwise.
+    Accepts a scalar (Python number or 0-dim tensor), a tensor of shape ``x.shape[:-1]``, a
+    tensor of shape ``(*x.shape[:-1], 1)``, or (for ``x`` with more than two dimensions, such as
+    images ``(B, C, H, W)``) one time per sample, shape ``x.shape[:1]``. Returns a tensor of
+    ``x``'s dtype/device whose shape broadcasts against ``x``: ``()`` for a scalar,
+    ``(*x.shape[:-1], 1)`` or ``(B, 1, ..., 1)`` otherwise.
     """
     if x.dim() < 1:
         raise ValueError(f"x: expected shape (..., d), got {tuple(x.shape)}")
@@ -40,9 +42,12 @@ def time_for(t: Tensor | float, x: Tensor, name: str = "t") -> Tensor:
         return tt.unsqueeze(-1)
     if tuple(tt.shape) == (*batch, 1):
         return tt
+    if x.dim() > 2 and tuple(tt.shape) == tuple(x.shape[:1]):
+        # one time per sample of a batch of non-vector samples (e.g. images (B, C, H, W))
+        return tt.reshape(tt.shape + (1,) * (x.dim() - 1))
     raise ValueError(
         f"{name}: expected a scalar or a tensor of shape x.shape[:-1]={batch} "
-        f"(or {(*batch, 1)}), got {tuple(tt.shape)}"
+        f"(or {(*batch, 1)}, or x.shape[:1]), got {tuple(tt.shape)}"
     )
 
 
@@ -63,6 +68,12 @@ def check_state(x: Tensor, name: str = "x", d: int | None = None) -> None:
         raise ValueError(f"{name}: expected shape (..., d), got a 0-dim tensor")
     if d is not None and x.shape[-1] != d:
         raise ValueError(f"{name}: expected last dimension d={d}, got shape {tuple(x.shape)}")
+
+
+def check_generator(g: object, name: str = "generator") -> None:
+    """Raise unless ``g`` is ``None`` or a ``torch.Generator``."""
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{name}: expected a torch.Generator or None, got {type(g).__name__}")
 
 
 def check_positive_int(n: object, name: str) -> int:

@@ -3,9 +3,11 @@
 The fields are those of docs/math.md §23.
 
 Nothing here steps in time: solve the returned problems with ``sdeflow.solve``. A ``model`` is any
-callable ``model(x, t)`` returning the parameterization ``param`` (``"velocity"``, ``"score"``,
-``"eps"`` or ``"x0"``) with ``x`` ``(..., d)`` and ``t`` of shape ``x.shape[:-1]``; the adapters
-broadcast the core's 0-dim ``t`` to that shape before calling it. An
+callable ``model(x, t, **cond)`` returning the parameterization ``param`` (``"velocity"``,
+``"score"``, ``"eps"`` or ``"x0"``; by default the model's declared ``param``) with ``x``
+``(..., d)`` and ``t`` of shape ``x.shape[:-1]``; the adapters broadcast the core's 0-dim ``t`` to
+that shape before calling it, and pass ``cond`` (e.g. ``{"y": labels}``) at every call (see
+:mod:`sdeflow_generative.models`). An
 :class:`~sdeflow_generative.paths.ExactMarginal`'s methods are such models (no training needed).
 
 Time spans and their defaults
@@ -33,30 +35,27 @@ quickly).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
-from sdeflow.problems import ODE, SDE
+import sdeflow as sf
 
 from ._utils import expand_time
-from .paths import PARAMETERIZATIONS, GaussianPath
+from .models import Model, call_model, check_cond, resolve_param
+from .paths import GaussianPath
 from .targets import Target
 
 Tensor = torch.Tensor
-Model = Callable[[Tensor, Tensor], Tensor]
 
 __all__ = ["ProbabilityFlowODE", "DiffusionSDE", "Langevin", "default_t_span"]
 
 
-def _check_common(path: object, model: object, param: object) -> str:
+def _check_common(path: object, model: object, param: str | None) -> str:
     if not isinstance(path, GaussianPath):
         raise TypeError(f"path: expected a GaussianPath, got {type(path).__name__}")
-    if not callable(model):
-        raise TypeError(f"model: expected a callable model(x, t), got {type(model).__name__}")
-    if param not in PARAMETERIZATIONS:
-        raise ValueError(f"param: expected one of {PARAMETERIZATIONS}, got {param!r}")
-    return str(param)
+    return resolve_param(model, param)
 
 
 def _check_t_eps(t_eps: object) -> float:
@@ -72,15 +71,11 @@ def default_t_span(singular_at_0: bool, singular_at_1: bool, t_eps: float) -> tu
     return (t_eps if singular_at_0 else 0.0, 1.0 - t_eps if singular_at_1 else 1.0)
 
 
-def _call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
-    out = model(x, expand_time(t, x))
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"model: expected an output of x's shape {tuple(x.shape)}, got {shape}")
-    return out
+def _call_model(model: Model, x: Tensor, t: Tensor, cond: dict[str, Any]) -> Tensor:
+    return call_model(model, x, expand_time(t, x), cond)
 
 
-class ProbabilityFlowODE(ODE):
+class ProbabilityFlowODE(sf.ODE):
     """Probability-flow ODE ``dx/dt = u_t(x)`` of a model (docs/math.md §23, sigma = 0).
 
     ``u_t`` is ``model(x, t)`` converted from ``param`` to the velocity with
@@ -88,8 +83,13 @@ class ProbabilityFlowODE(ODE):
 
     Args:
         path: the :class:`GaussianPath` the model belongs to.
-        model: ``model(x, t)`` -> ``param`` field, ``x`` ``(..., d)``, ``t`` ``x.shape[:-1]``.
-        param: ``"velocity"`` (default), ``"score"``, ``"eps"`` or ``"x0"``.
+        model: ``model(x, t, **cond)`` -> ``param`` field, ``x`` ``(..., d)``, ``t``
+            ``x.shape[:-1]`` (see :mod:`sdeflow_generative.models`).
+        param: ``"velocity"``, ``"score"``, ``"eps"`` or ``"x0"``; default: the model's declared
+            ``param``, else ``"velocity"``.
+        cond: keyword arguments passed to the model at every call, e.g. ``{"y": labels}`` with
+            ``labels`` ``(B,)`` for a batch ``x`` ``(B, d)``; they reach the model unchanged
+            through every core solver.
         t_eps: how far ``t_span`` stays from an end where the conversion is singular.
 
     Attributes:
@@ -97,18 +97,25 @@ class ProbabilityFlowODE(ODE):
     """
 
     def __init__(
-        self, path: GaussianPath, model: Model, param: str = "velocity", *, t_eps: float = 1e-3
+        self,
+        path: GaussianPath,
+        model: Model,
+        param: str | None = None,
+        *,
+        cond: Mapping[str, Any] | None = None,
+        t_eps: float = 1e-3,
     ) -> None:
         self.param = _check_common(path, model, param)
         self.path = path
         self.model = model
+        self.cond = check_cond(cond)
         self.t_eps = _check_t_eps(t_eps)
         self.t_span = default_t_span(*path.singular_ends(self.param, "velocity"), self.t_eps)
         super().__init__()
 
     def velocity(self, x: Tensor, t: Tensor) -> Tensor:
         """``u_t(x)`` ``(..., d)`` for a 0-dim (or ``x.shape[:-1]``) ``t``."""
-        out = _call_model(self.model, x, t)
+        out = _call_model(self.model, x, t, self.cond)
         if self.param == "velocity":
             return out
         return self.path.convert(out, x, t, self.param, "velocity")
@@ -121,7 +128,7 @@ class ProbabilityFlowODE(ODE):
         return f"ProbabilityFlowODE({self.path!r}, param={self.param!r}, t_span={self.t_span})"
 
 
-class DiffusionSDE(SDE):
+class DiffusionSDE(sf.SDE):
     """SDE ``dX = [u_t(X) + sigma_t^2 / 2 s_t(X)] dt + sigma_t dW`` (docs/math.md §23).
 
     Its marginals are those of the path: ``X_t ~ p_t``.
@@ -140,7 +147,7 @@ class DiffusionSDE(SDE):
     ``sigma_t`` broadcast to ``x``'s shape ``(..., d)``.
 
     Args:
-        path, model, param, t_eps: as :class:`ProbabilityFlowODE`.
+        path, model, param, cond, t_eps: as :class:`ProbabilityFlowODE`.
         sigma: callable or float, see above.
         eta: float, see above.
 
@@ -156,15 +163,17 @@ class DiffusionSDE(SDE):
         self,
         path: GaussianPath,
         model: Model,
-        param: str = "velocity",
+        param: str | None = None,
         sigma: Callable[[Tensor], Tensor | float] | float | None = None,
         eta: float | None = None,
         *,
+        cond: Mapping[str, Any] | None = None,
         t_eps: float = 1e-3,
     ) -> None:
         self.param = _check_common(path, model, param)
         self.path = path
         self.model = model
+        self.cond = check_cond(cond)
         self.t_eps = _check_t_eps(t_eps)
         if (sigma is None) == (eta is None):
             raise ValueError("sigma, eta: give exactly one of sigma (callable or float) and eta")
@@ -211,7 +220,7 @@ class DiffusionSDE(SDE):
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
         """``u + sigma_t^2 / 2 s`` (sigma) or ``(1 + eta) u - eta (alpha_dot / alpha) x`` (eta)."""
-        out = _call_model(self.model, x, t)
+        out = _call_model(self.model, x, t, self.cond)
         u = out
         if self.param != "velocity":
             u = self.path.convert(out, x, t, self.param, "velocity")
@@ -235,22 +244,29 @@ class DiffusionSDE(SDE):
         return f"DiffusionSDE({self.path!r}, param={self.param!r}, {how}, t_span={self.t_span})"
 
 
-class Langevin(SDE):
+class Langevin(sf.SDE):
     """Langevin dynamics ``dX = sigma^2 / 2 grad log p(X) dt + sigma dW`` for a static ``p``.
 
     ``p`` is its stationary law (docs/math.md §8.6). Noise ``"additive"``, Ito; run it over any
     ``t_span`` (e.g. ``(0, T)``), long enough to mix.
 
     Args:
-        score: callable ``score(x)`` ``(..., d) -> (..., d)``, or a target with a ``score`` method
-            (e.g. a :class:`~sdeflow_generative.targets.GaussianMixture`).
+        score: callable ``score(x, **cond)`` ``(..., d) -> (..., d)``, or a target with a
+            ``score`` method (e.g. a :class:`~sdeflow_generative.targets.GaussianMixture`).
         sigma: noise level ``> 0``.
+        cond: keyword arguments passed to ``score`` at every call.
     """
 
     noise = "additive"
     kind = "ito"
 
-    def __init__(self, score: Callable[[Tensor], Tensor] | Target, sigma: float = 1.0) -> None:
+    def __init__(
+        self,
+        score: Callable[..., Tensor] | Target,
+        sigma: float = 1.0,
+        *,
+        cond: Mapping[str, Any] | None = None,
+    ) -> None:
         fn = score.score if isinstance(score, Target) else score
         if not callable(fn):
             raise TypeError(
@@ -262,11 +278,12 @@ class Langevin(SDE):
             raise ValueError(f"sigma: expected a finite float > 0, got {sigma}")
         self.score = fn
         self.sigma = float(sigma)
+        self.cond = check_cond(cond)
         super().__init__()
 
     def drift(self, t: Tensor, x: Tensor) -> Tensor:
         """``sigma^2 / 2 * score(x)``."""
-        s = self.score(x)
+        s = self.score(x, **self.cond)
         if not isinstance(s, torch.Tensor) or s.shape != x.shape:
             raise ValueError(f"score: expected an output of x's shape {tuple(x.shape)}")
         return (0.5 * self.sigma * self.sigma) * s

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 
 import sdeflow as sf
-from sdeflow.problems import ODE
 
-from ._utils import check_positive_int, check_state
+from ._utils import check_generator, check_positive_int, check_state
 from .fields import ProbabilityFlowODE, _check_t_eps, default_t_span
 from .paths import GaussianPath
 
@@ -65,7 +64,7 @@ def divergence(
     return est / probes.shape[0]
 
 
-class LikelihoodODE(ODE):
+class LikelihoodODE(sf.ODE):
     """The augmented ODE ``d[x, l]/dt = [u_t(x), div u_t(x)]`` on a state ``(..., d + 1)``.
 
     Args:
@@ -91,6 +90,11 @@ class LikelihoodODE(ODE):
             else:
                 xg = x.detach().requires_grad_(True)
             u = self.flow.velocity(xg, t)
+            if not u.requires_grad:
+                raise ValueError(
+                    "model: its output does not depend on x through autograd (is it detached, or "
+                    "computed under torch.no_grad inside the model?); log_prob needs d model / "
+                    "dx for the divergence")
             div = divergence(u, xg, probes=self.probes, create_graph=self.create_graph)
         if not self.create_graph:
             u, div = u.detach(), div.detach()
@@ -108,10 +112,11 @@ def _standard_normal_log_prob(scale: float) -> Callable[[Tensor], Tensor]:
 
 def log_prob(
     path: GaussianPath,
-    model: Callable[[Tensor, Tensor], Tensor],
+    model: Callable[..., Tensor],
     x: Tensor,
-    param: str = "velocity",
+    param: str | None = None,
     *,
+    cond: dict[str, Any] | None = None,
     solver: str = "rk4",
     steps: int | None = None,
     trace: str = "exact",
@@ -130,7 +135,9 @@ def log_prob(
     module docstring for the formula).
 
     Args:
-        path, model, param: as :class:`~sdeflow_generative.fields.ProbabilityFlowODE`.
+        path, model, param, cond: as :class:`~sdeflow_generative.fields.ProbabilityFlowODE`
+            (``cond`` holds per-point labels ``{"y": y}`` with ``y`` ``x.shape[:-1]``, giving
+            ``log p_1(x | y)``).
         x: points ``(..., d)``; dtype/device are followed.
         solver: a core ODE solver name (``"rk4"`` default; adaptive ones take ``rtol``/``atol``
             through ``solve_kwargs``).
@@ -152,7 +159,14 @@ def log_prob(
         **solve_kwargs: passed to ``sdeflow.solve`` (``dt``, ``rtol``, ``atol``, ...).
     """
     check_state(x, "x")
-    flow = ProbabilityFlowODE(path, model, param, t_eps=_check_t_eps(t_eps))
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x: contains NaN or inf")
+    check_generator(generator)
+    if torch.is_inference_mode_enabled():
+        raise ValueError("log_prob: needs autograd for the divergence, which "
+                         "torch.inference_mode disables; call it under torch.no_grad() instead "
+                         "(gradients are enabled locally where needed)")
+    flow = ProbabilityFlowODE(path, model, param, cond=cond, t_eps=_check_t_eps(t_eps))
     if t_span is None:
         t_span = default_t_span(*path.singular_ends(flow.param, "velocity"), flow.t_eps)
     if len(t_span) != 2:

@@ -67,7 +67,7 @@ from typing import NamedTuple
 import torch
 
 from . import _mixture
-from ._utils import as_time, check_positive_int, check_state, time_for
+from ._utils import as_time, check_generator, check_positive_int, check_state, time_for
 from .schedules import Schedule
 from .targets import Target
 
@@ -178,8 +178,12 @@ class GaussianPath:
     ) -> Tensor:
         """``x = alpha_t z + beta_t eps`` ``(..., d)``; ``eps ~ N(0, I)`` drawn when not given."""
         check_state(z, "z")
+        check_generator(generator)
         if eps is None:
             eps = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+        elif not isinstance(eps, Tensor):
+            raise TypeError(f"eps: expected a tensor of z's shape {tuple(z.shape)}, got "
+                            f"{type(eps).__name__}")
         elif eps.shape != z.shape:
             raise ValueError(f"eps: expected z's shape {tuple(z.shape)}, got {tuple(eps.shape)}")
         tt = time_for(t, z)

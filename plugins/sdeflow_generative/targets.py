@@ -119,6 +119,13 @@ class Target:
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` exact samples ``(n, d)``: ``k ~ pi``, then ``mu_k + Q_k (sqrt(lam_k) eps)``."""
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``(x, k)``: ``n`` exact samples ``(n, d)`` and their component indices ``(n,)``
+        (int64). Same draws as :meth:`sample` (which returns ``x`` of this call)."""
         n = check_positive_int(n, "n")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -133,7 +140,17 @@ class Target:
             )
             g = torch.sqrt(p.lam.expand(p.means.shape)[k]) * eps
             z = z + (g if p.Q is None else torch.einsum("nij,nj->ni", p.Q[k], g))
-        return z
+        return z, k
+
+    def component(self, k: int) -> GaussianMixture:
+        """Component ``k`` as a one-component :class:`GaussianMixture` ``N(mu_k, S_k)`` (for the
+        exact class-conditional path ``p_t(x | y = k)`` of a labelled mixture)."""
+        if not self._has_density:
+            raise NoDensityError(f"{type(self).__name__} has no Gaussian components")
+        K = int(self._params.means.shape[0])
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < K:
+            raise ValueError(f"k: expected a component index in [0, {K}), got {k!r}")
+        return GaussianMixture(self.means[k : k + 1], self.covs[k : k + 1])
 
     # ------------------------------------------------------------------ density
     def _evaluate(self, x: Tensor) -> _mixture.MixtureEval:

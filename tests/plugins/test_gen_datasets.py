@@ -79,3 +79,58 @@ def test_plugin_entry_point_registered() -> None:
     assert found.get("generative") == "sdeflow_generative", found
     mod = next(ep for ep in eps if ep.name == "generative").load()
     assert hasattr(mod, "GaussianPath") and isinstance(mod.DESCRIPTION, str)
+
+
+# ------------------------------------------------------------------ labelled sets and digits
+def test_labelled_moons_halves() -> None:
+    x, y = datasets.labelled("moons", 4000, seed=0, dtype=torch.float64)
+    # before the shift, the outer half has y >= 0 and the inner one y <= 1/2 (plus noise)
+    outer, inner = x[y == 0], x[y == 1]
+    assert y.dtype == torch.int64 and set(y.tolist()) == {0, 1}
+    assert float(outer[:, 1].mean()) > 0.2 > float(inner[:, 1].mean())
+    # same points as the unlabelled generator
+    assert torch.equal(x, datasets.moons(4000, seed=0, dtype=torch.float64))
+
+
+def test_labelled_checkerboard_cells() -> None:
+    x, y = datasets.labelled("checkerboard", 4000, seed=1, dtype=torch.float64)
+    col = torch.floor(x[:, 0]) + 2
+    row = torch.floor(x[:, 1]) + 2
+    assert torch.equal(y, (2 * col + torch.div(row, 2, rounding_mode="floor")).long())
+    assert torch.remainder(col + row, 2).eq(0).all()  # only the black squares
+    assert set(y.tolist()) == set(range(8))
+
+
+def test_labelled_gmm_components() -> None:
+    x, y = datasets.labelled("gmm", 20000, seed=2, dtype=torch.float64)
+    mix = datasets.mixture2d()
+    counts = torch.bincount(y, minlength=4).double()
+    se = torch.sqrt(20000 * mix.weights * (1 - mix.weights))
+    assert ((counts - 20000 * mix.weights).abs() / se).max() < 4.5
+    for k in range(4):
+        pts = x[y == k]
+        se_m = torch.sqrt(torch.diagonal(mix.covs[k]) / pts.shape[0])
+        assert ((pts.mean(0) - mix.means[k]).abs() / se_m).max() < 4.5
+    with pytest.raises(ValueError, match="name: expected one of"):
+        datasets.labelled("spirals", 10)
+
+
+def test_digits() -> None:
+    pytest.importorskip("sklearn")
+    xtr, ytr = datasets.digits("train")
+    xte, yte = datasets.digits("test")
+    xall, yall = datasets.digits("all", dtype=torch.float64)
+    assert xtr.shape[1] == 64 and xtr.shape[0] + xte.shape[0] == xall.shape[0] == 1797
+    assert float(xall.min()) == -1.0 and float(xall.max()) == 1.0
+    assert set(ytr.tolist()) == set(range(10)) == set(yte.tolist())
+    # disjoint split covering everything: match rows of train+test to all
+    key = lambda a: sorted(map(tuple, a.tolist()))  # noqa: E731
+    assert key(torch.cat([xtr, xte]).double()) == key(xall)
+    fr = torch.bincount(yte, minlength=10) / torch.bincount(yall, minlength=10)
+    assert ((fr - 0.25).abs() < 0.02).all()  # stratified
+    img, _ = datasets.digits("test", image=True)
+    assert img.shape == (xte.shape[0], 1, 8, 8) and torch.equal(img.reshape(-1, 64), xte)
+    with pytest.raises(ValueError, match="split"):
+        datasets.digits("val")
+    with pytest.raises(ValueError, match="test_fraction"):
+        datasets.digits(test_fraction=1.0)

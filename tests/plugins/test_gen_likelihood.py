@@ -1,4 +1,5 @@
-"""Log-likelihood by the divergence ODE (MATH.md §4), checked against the exact mixture density."""
+"""Log-likelihood by the divergence ODE (docs/math.md §24), checked against the exact mixture
+density."""
 
 from __future__ import annotations
 

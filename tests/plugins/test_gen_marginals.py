@@ -1,4 +1,5 @@
-"""Exact marginal paths of mixture targets (MATH.md §4), checked against independent computations:
+"""Exact marginal paths of mixture targets (docs/math.md §22), checked against independent
+computations:
 autograd of log p_t, self-normalised Monte Carlo of E[u(x|z) | x], and the continuity and
 Fokker-Planck equations by finite differences."""
 

@@ -1,4 +1,5 @@
-"""Gaussian paths: conditional fields and the velocity/score/eps/x0 conversions (MATH.md §4).
+"""Gaussian paths: conditional fields and the velocity/score/eps/x0 conversions
+(docs/math.md §20-§21).
 
 Conversions are checked against the exact GMM fields, which are computed directly (posterior
 means), not through ``convert``: ``score``, ``eps = E[eps|x]``, ``x0 = E[z|x]`` and

@@ -1,4 +1,4 @@
-"""Sampling the exact fields through the core solvers reproduces the target (MATH.md §4).
+"""Sampling the exact fields through the core solvers reproduces the target (docs/math.md §23).
 
 Statistics and tolerances (all seeds fixed):
 

@@ -1,4 +1,5 @@
-"""Schedules (MATH.md §4): analytic derivatives vs autograd, boundary values, monotonicity."""
+"""Schedules (docs/math.md §20.1): analytic derivatives vs autograd, boundary values,
+monotonicity."""
 
 from __future__ import annotations
 
