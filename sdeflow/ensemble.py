@@ -496,6 +496,11 @@ def _check(problem: Any, x0: Any, n_paths: Any, t_span: Any, ts: Any, solver: An
     for nm, v in (("keep_samples", keep_samples), ("progress", progress)):
         if not isinstance(v, bool):
             raise TypeError(f"{nm}: expected a bool, got {type(v).__name__}")
+    if progress:
+        try:
+            import tqdm  # noqa: F401, PLC0415  (optional dependency, checked before any work)
+        except ImportError as exc:
+            raise ValueError("progress: progress=True needs tqdm (pip install tqdm)") from exc
     if seed is None:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
         if dist is not None:  # rank 0's draw, so that the ranks agree
