@@ -11,6 +11,7 @@ from . import adjoint as _adjoint  # noqa: E402, F401  (registers solve(..., adj
 from . import solvers
 from .brownian import BrownianPath, BrownianTree
 from .controllers import ConstantController, PIController
+from .ensemble import EnsembleResult, Quantiles, ensemble
 from .errors import MaxStepsError, NewtonError, NonFiniteError, SolverError, StepSizeError
 from .events import Event
 from .problems import ODE, SDE
@@ -34,5 +35,5 @@ __all__ = [
     "ODE", "SDE", "BrownianPath", "BrownianTree", "solve", "Solution", "solvers", "SolverError",
     "NonFiniteError", "MaxStepsError", "StepSizeError", "analytic", "verify", "testing",
     "PIController", "ConstantController", "NewtonError", "Event", "SemilinearODE",
-    "SemilinearSDE",
+    "SemilinearSDE", "ensemble", "EnsembleResult", "Quantiles",
 ]

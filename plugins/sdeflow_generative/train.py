@@ -24,9 +24,20 @@ not written by ``fit``, belongs to another model or to other settings raises ``V
 ``checkpoint`` before anything is changed; the file is left as it was. Without ``resume`` an
 existing file is replaced by the new run's checkpoint.
 
-Scale-out seam: the model is wrapped for the forward pass in one place (:func:`_wrap`) and batches
-are drawn in one place (:class:`_Batches`); a distributed run wraps in DistributedDataParallel there
-and shards the batch draw by rank.
+Distributed (``distributed=True``, docs/scale-out.md): with ``torch.distributed`` initialised
+(torchrun), the model is wrapped in ``DistributedDataParallel`` (:func:`_wrap`) and ``batch_size``
+is the *global* batch, which must divide by the world size. Every rank draws the same global
+batch from the same data generator and the loss's random part for it (``loss.draw``: times,
+noise, OT pairing, label dropout -- so the loss must offer ``draw`` and ``per_sample``, as
+:class:`~sdeflow_generative.losses.ConditionalMatching` does), then keeps its own contiguous
+rows ``rank * B / W .. (rank + 1) * B / W`` (rank-sharding, for tensor, pair, ``Target`` and
+iterable data alike; the index draw replaces a ``DistributedSampler``, which could not
+reproduce the 1-process batches). DDP averages the gradients over ranks, so each step is the
+1-process step on the same global batch up to the order of floating-point reductions; the
+reported loss is the all-reduced global mean. Checkpoints are written by rank 0 only (all ranks
+wait at a barrier until the file is in place); ``resume=True`` reads it on every rank (a
+filesystem all ranks see), and since every generator is the same on every rank, rank 0's state
+resumes them all bit for bit.
 """
 
 from __future__ import annotations
@@ -194,9 +205,55 @@ class _Batches:
         return x, (None if y is None else y.to(self.device))
 
 
-def _wrap(model: nn.Module) -> nn.Module:
-    """The module the loss calls (a distributed run returns the DDP wrapper here)."""
-    return model
+def _wrap(model: nn.Module, distributed: bool = False) -> nn.Module:
+    """The module the loss calls: the model, or its DistributedDataParallel wrapper."""
+    if not distributed:
+        return model
+    dev = _device_of(model)
+    return _DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+class _DDP(nn.parallel.DistributedDataParallel):
+    """DDP that answers the model's declared attributes (``param``, ``sample_shape``, ...)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)
+
+
+def _dist_setup(distributed: object, loss: object, batch_size: int) -> tuple[int, int]:
+    """``(rank, world)`` of a distributed run (checked), ``(0, 1)`` otherwise."""
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed: expected a bool, got {type(distributed).__name__}")
+    if not distributed:
+        return 0, 1
+    d = torch.distributed
+    if not (d.is_available() and d.is_initialized()):
+        raise ValueError("distributed: torch.distributed is not initialised; launch with "
+                         "torchrun and call torch.distributed.init_process_group() first")
+    if not (callable(getattr(loss, "draw", None)) and callable(getattr(loss, "per_sample", None))):
+        raise TypeError("loss: distributed=True needs a loss with draw(x, y, generator) and "
+                        "per_sample(model, x, t, eps, y) (e.g. ConditionalMatching), so that "
+                        "every rank draws the global batch's randomness and keeps its rows")
+    world, rank = d.get_world_size(), d.get_rank()
+    if batch_size % world:
+        raise ValueError(f"batch_size: the global batch {batch_size} must divide by the world "
+                         f"size {world}")
+    return rank, world
+
+
+def _dist_agree(settings: dict[str, Any], steps: int, rank: int) -> None:
+    """Every rank must run the same settings: all-gather them, fail on every rank if not."""
+    d = torch.distributed
+    got: list[Any] = [None] * d.get_world_size()
+    d.all_gather_object(got, repr(sorted({**settings, "steps": steps}.items())))
+    if any(g != got[0] for g in got):
+        raise ValueError("distributed: the ranks called fit with different settings "
+                         f"(rank 0: {got[0]}; rank {rank}: {got[rank]})")
 
 
 def _fingerprint(model: nn.Module) -> dict[str, list[int]]:
@@ -285,6 +342,7 @@ def fit(
     warmup: int = 0,
     validation: Any = None,
     val_every: int | None = None,
+    distributed: bool = False,
 ) -> FitResult:
     """Train ``model`` on ``loss`` for ``steps`` AdamW steps (module docstring).
 
@@ -308,6 +366,8 @@ def fit(
         validation: held-out data (a tensor or ``(x, y)`` pair) for a validation loss at fixed
             times and noise (the same at every evaluation), using the EMA weights if any.
         val_every: validate every this many steps (default: ``steps // 10``) and at the end.
+        distributed: train under DistributedDataParallel on the initialised process group;
+            ``batch_size`` is then the global batch (module docstring).
 
     Returns:
         a :class:`FitResult`.
@@ -342,6 +402,7 @@ def fit(
     if ck_path is not None and ck_path.exists() and ck_path.is_dir():
         raise ValueError(f"checkpoint: expected a file path, got the directory {str(ck_path)!r}")
 
+    rank, world = _dist_setup(distributed, loss, batch_size)
     device = _device_of(model)
     batches = _Batches(data, batch_size, device, seed)
     shape = batches.sample_shape()
@@ -370,6 +431,8 @@ def fit(
         "batch_size": batch_size, "lr": lr, "seed": seed, "ema": ema, "grad_clip": grad_clip,
         "weight_decay": weight_decay, "schedule": schedule, "warmup": warmup,
     }
+    if distributed:
+        _dist_agree(settings, steps, rank)
     ck = None
     if resume and ck_path is not None and ck_path.exists():
         ck = _load_checkpoint(ck_path, model, settings)
@@ -439,10 +502,27 @@ def fit(
 
         from tqdm.auto import tqdm  # noqa: PLC0415 - optional extra, needed only here
 
-        train_model = _wrap(model)
+        train_model = _wrap(model, distributed)
+        local = slice(rank * (batch_size // world), (rank + 1) * (batch_size // world))
+
+        def save(step: int) -> None:
+            if rank == 0:
+                _save_checkpoint(ck_path, state(step))  # type: ignore[arg-type]
+            if distributed:
+                torch.distributed.barrier()
+
+        def step_loss(x: Tensor, y: Tensor | None) -> Tensor:
+            if not distributed:
+                return loss(train_model, x, y, generator=g_loss)
+            x1, t, eps, yy = loss.draw(x, y, g_loss)  # type: ignore[attr-defined]
+            return loss.per_sample(  # type: ignore[attr-defined]
+                train_model, x1[local], t[local], eps[local],
+                None if yy is None else yy[local]).mean()
+
         was_training = model.training
         model.train()
-        bar = tqdm(total=steps, initial=start, disable=not progress, desc="fit", leave=False)
+        bar = tqdm(total=steps, initial=start, disable=not progress or rank != 0, desc="fit",
+                   leave=False)
         t0 = time.perf_counter()
         try:
             for step in range(start, steps):
@@ -451,7 +531,7 @@ def fit(
                 x, y = batches.draw()
                 if step == start and shape is None:
                     _check_sample_shape(model, tuple(x.shape[1:]), "data")
-                value = loss(train_model, x, y, generator=g_loss)
+                value = step_loss(x, y)
                 opt.zero_grad(set_to_none=True)
                 value.backward()
                 if grad_clip is not None:
@@ -463,7 +543,12 @@ def fit(
                             pe.lerp_(p, 1.0 - ema)
                         for be, b in zip(ema_model.buffers(), model.buffers()):
                             be.copy_(b)
-                v = float(value.detach())
+                if distributed:  # the global mean (equal shards): the same on every rank
+                    vt = value.detach().clone()
+                    torch.distributed.all_reduce(vt)
+                    v = float(vt) / world
+                else:
+                    v = float(value.detach())
                 if not math.isfinite(v):
                     raise FloatingPointError(f"fit: the loss became {v} at step {step}")
                 losses.append(v)
@@ -471,13 +556,13 @@ def fit(
                 if val is not None and (done % val_every == 0 or done == steps):
                     validate(done)
                 if ck_path is not None and checkpoint_every and done % checkpoint_every == 0:
-                    _save_checkpoint(ck_path, state(done))
+                    save(done)
                 if progress and (done % 25 == 0 or done == steps):
                     bar.set_postfix(loss=f"{v:.4f}")
                 bar.update(1)
             seconds = time.perf_counter() - t0
             if ck_path is not None:
-                _save_checkpoint(ck_path, state(steps))
+                save(steps)
         finally:
             bar.close()
             model.train(was_training)
