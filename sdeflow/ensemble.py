@@ -7,7 +7,7 @@ for row ``i`` of a full batch) and its initial state is row ``i`` of ``x0``. So 
 samples do not depend on the chunk size nor on the number of ranks (fixed steps; see
 *Bit-identity* below).
 
-Statistics are merged exactly (docs/math.md "Ensemble statistics"): per chunk the count ``n``,
+Statistics are merged exactly (docs/math.md §16): per chunk the count ``n``,
 mean ``m`` and centred second moment ``M2 = sum (y - m)(y - m)^T``; two states merge by
 Chan, Golub & LeVeque (1979):
 
