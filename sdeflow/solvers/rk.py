@@ -222,7 +222,12 @@ class RungeKutta(Solver, register=False):
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
         u = terms.u
-        k0 = state.get(tt[0]) if isinstance(state, Slope) else state
+        if isinstance(state, Slope):
+            # the end slope of the previous step, valid only for that step's very state (a
+            # hook may have replaced it, or a replay may hand in another tensor)
+            k0 = state.get(tt[0]) if state.x is x else None
+        else:
+            k0 = state
         fsal = self.tableau.fsal
         want_err = terms.adaptive and self._err is not None
         if self._one_stage and not want_err:
