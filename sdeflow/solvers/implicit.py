@@ -17,13 +17,16 @@
   is ``h sum_i (b_i - b_hat_i) k_i``.
 * ``rodas5``: the linearly implicit Rosenbrock method of Di Marzo (1993), 8 stages, order 5(4),
   :class:`RosenbrockTableau` in Hairer's transformed form (one Jacobian and one LU per step, no
-  Newton iteration).
+  Newton iteration); its published estimate is completed by a filtered quadrature defect.
+* ``ros3p``: the Rosenbrock method ROS3P of Lang & Verwer (2001), 3 stages, order 3, A-stable,
+  with a fourth (FSAL) stage for an order-2 estimate; the same engine and tableau form.
 * ``implicit_euler_maruyama``: the drift-implicit theta-method for Ito SDEs,
   ``x_new = x + h [(1 - theta) f(t, x) + theta f(t + h, x_new)] + g(t, x) dW``.
 
 Dense output: cubic Hermite from ``u`` at both ends of a step (both are stages: no extra
 evaluation). Tableau sources: Kvaerno, BIT 44 (2004) 489-502 (the coefficients and stage
-predictors as tabulated in diffrax / OrdinaryDiffEq.jl); Di Marzo, RODAS5(4), Geneva (1993).
+predictors as tabulated in diffrax / OrdinaryDiffEq.jl); Di Marzo, RODAS5(4), Geneva (1993);
+Lang & Verwer, BIT 41 (2001) 731-738 (ROS3P; as tabulated in OrdinaryDiffEq.jl).
 """
 
 from __future__ import annotations
@@ -131,7 +134,13 @@ class RosenbrockTableau:
     """A Rosenbrock method in Hairer's transformed form (docs/math.md §13.2).
 
     ``(I / (h gamma) - J) U_i = u(t + alpha_i h, x + sum_j a_ij U_j) + sum_j C_ij / h U_j
-    + h gamma_i u_t``, ``x_new = x + sum_i m_i U_i``, error ``sum_i (m_i - m_hat_i) U_i``.
+    + h gamma_i u_t``, ``x_new = x + sum_i m_i U_i``, error ``E = sum_i (m_i - m_hat_i) U_i``.
+
+    ``defect_weight = K > 0`` adds a second, independent estimate, the filtered quadrature
+    defect ``D = K (I - h gamma J)^-1 [x_new - x - h/6 (u_0 + 4 u_mid + u_1)]`` with
+    ``u_1 = u(t + h, x_new)`` (FSAL) and ``u_mid = u(t + h/2, x_mid)`` at the cubic Hermite
+    midpoint ``x_mid = (x + x_new)/2 + h/8 (u_0 - u_1)``: ``O(h^5)`` on every smooth
+    solution, and the error is ``sqrt(E^2 + D^2)`` per element (docs/math.md §13.2).
     """
 
     alpha: Sequence[float]
@@ -143,9 +152,12 @@ class RosenbrockTableau:
     m_hat: Sequence[float]
     order: int
     embedded_order: int
+    defect_weight: float = 0.0
 
     def __post_init__(self) -> None:
         s = len(self.alpha)
+        if not self.defect_weight >= 0.0:
+            raise ValueError("tableau: defect_weight must be >= 0")
         if not (len(self.a) == len(self.C) == s and len(self.m) == len(self.m_hat) == s):
             raise ValueError("tableau: alpha, a, C, m and m_hat need one entry per stage")
         for i in range(s):
@@ -178,6 +190,37 @@ RODAS5 = RosenbrockTableau(
     m=[*_R5_X, 1.0, 1.0, 1.0],
     m_hat=[*_R5_X, 1.0, 1.0, 0.0],
     order=5, embedded_order=4,
+    # U_8 is blind to bushy terms and quadratures (Rodas5 docstring): add the filtered
+    # Simpson defect, whose h^5 term (1/2880 of the fourth derivative) K = 24 scales to the
+    # Taylor coefficient 1/5! of an order-4 estimate
+    defect_weight=24.0,
+)
+
+# Lang & Verwer (2001), ROS3P: gamma = 1/2 + sqrt(3)/6; in Hairer's transformed form the
+# coefficients of the three stages are rational functions of 1/gamma. The published embedded
+# row (2.113248654051871, 1, 0.4226497308103742) differs from m by a multiple of U_1 - U_2 in
+# the classical form, which vanishes identically on linear autonomous problems (stages 1 and 2
+# have the same stability function there), so the estimate would be blind to every linear
+# error. Here a fourth stage at (t + h, x_new) (classical row beta_4 = (b, gamma), so a_4 = m,
+# C_4 = 0; FSAL: its slope is the next step's first, no extra evaluation, one extra solve)
+# carries an order-2 estimate with classical error weights e = (-1/3, -1/3, e_3, e_4), e_4 =
+# (sqrt 3 / 2) e_3, e . c^2 = 1/3, which sees the linear order-3 term too (derivation and the
+# order conditions in tests/core/test_implicit.py).
+_G3P = 0.5 + math.sqrt(3.0) / 6.0
+_I3P = 1.0 / _G3P
+_C3P = -_I3P * (2.0 - 0.5 * _I3P)  # C_32
+_M3P = _I3P * (2.0 / 3.0 - _I3P / 6.0)  # m_2
+_ROS3P_M = [_I3P * (1.0 + _M3P), _M3P, _I3P / 3.0]
+ROS3P = RosenbrockTableau(
+    alpha=[0.0, 1.0, 1.0, 1.0],
+    gamma_sum=[_G3P, _G3P - 1.0, 0.5 - 2.0 * _G3P, _G3P],
+    gamma=_G3P,
+    a=[[], [_I3P], [_I3P, 0.0], _ROS3P_M],
+    C=[[], [-_I3P**2], [-_I3P * (1.0 - _C3P), _C3P], [0.0, 0.0, 0.0]],
+    m=[*_ROS3P_M, 0.0],
+    m_hat=[1.7209438086386066, 0.38119784648299354, -0.03034488539711087,
+           -0.39230484541326427],
+    order=3, embedded_order=2,
 )
 
 
@@ -369,6 +412,13 @@ class Kvaerno5(ESDIRK, name="kvaerno5"):
 
 
 # ------------------------------------------------------------------------------- Rosenbrock
+def _rosenbrock_fsal(tab: RosenbrockTableau) -> bool:
+    """Whether the last stage's input is ``x_new`` at ``t + h`` (then its slope is
+    ``u(t + h, x_new)``, reused by the dense output and the next step)."""
+    return (len(tab.alpha) > 1 and tab.alpha[-1] == 1.0
+            and list(tab.a[-1]) == list(tab.m[:-1]) and tab.m[-1] == 0.0)
+
+
 class Rosenbrock(ImplicitSolver, register=False):
     """The engine of every :class:`RosenbrockTableau` (docs/math.md §13.2).
 
@@ -386,7 +436,8 @@ class Rosenbrock(ImplicitSolver, register=False):
         if tab is None:
             return
         cls.caps = Capabilities(order=float(tab.order), error_order=float(tab.embedded_order),
-                                adaptive=True, implicit=True, stateful=True, fsal=True,
+                                adaptive=True, implicit=True, stateful=True,
+                                fsal=_rosenbrock_fsal(tab) or tab.defect_weight > 0,
                                 interpolant="hermite")
         cls.order = tab.order
 
@@ -409,10 +460,7 @@ class Rosenbrock(ImplicitSolver, register=False):
         self._m = tuple((j, float(v)) for j, v in enumerate(tab.m) if v != 0.0)
         self._e = tuple((j, float(a - b)) for j, (a, b) in enumerate(zip(tab.m, tab.m_hat))
                         if a != b)
-        s = len(tab.alpha)
-        # the last stage's input equals x_new: its slope is u(t + h, x_new)
-        self._fsal = (tab.alpha[-1] == 1.0 and list(tab.a[-1]) == list(tab.m[:-1])
-                      and tab.m[-1] == 0.0 and s > 1)
+        self._fsal = _rosenbrock_fsal(tab)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(autonomous={self.autonomous})"
@@ -445,17 +493,49 @@ class Rosenbrock(ImplicitSolver, register=False):
             return StepResult(x, torch.full_like(x, math.inf), None, state)
         err = _combine(torch.zeros_like(x), us, self._e, 1.0) if terms.adaptive else None
         f_end = fi if self._fsal else None
+        if err is not None and tab.defect_weight > 0.0:
+            f_end = u(tt[self._cidx[-1]] if tab.alpha[-1] == 1.0 else tt[0] + h, x_new)  # type: ignore[misc]
+            x_mid = torch.add(x, x_new).mul_(0.5).add_(f1 - f_end, alpha=h / 8)
+            f_mid = u(tt[0] + 0.5 * h, x_mid)  # type: ignore[misc]
+            dfc = (x_new - x).sub_(f1 + 4.0 * f_mid + f_end, alpha=h / 6)
+            dfc = nw.solve(dfc.reshape(b, d)).reshape(shape).mul_(tab.defect_weight)
+            err = torch.hypot(err, dfc)
         return StepResult(x_new, err, (f1, f_end), f_end)
 
 
 class Rodas5(Rosenbrock, name="rodas5"):
-    """Di Marzo's RODAS5(4): Rosenbrock, 8 stages, order 5 (8 evaluations per step: the
-    stages plus ``u(t + h, x_new)`` for the next step and the dense output).
+    """Di Marzo's RODAS5(4): Rosenbrock, 8 stages, order 5 (8 evaluations per step, one per
+    stage).
+
+    The published error estimate is ``U_8`` (the main solution minus the stage-8 input): its
+    weights live on the three stages at ``t + h`` only, so it vanishes on every "bushy"
+    elementary differential ``u^(k)(u, ..., u)``: it is exactly zero on quadratures
+    ``x' = g(t)``, and the main method's largest order-6 defect (the bushy tree, 0.0058) is
+    invisible to it. This is a property of the published coefficients, not of this
+    implementation (tests/core/test_implicit.py checks the order conditions of both rows).
+    So the estimate adds the filtered quadrature defect of :class:`RosenbrockTableau`
+    (``defect_weight = 24``): 9 evaluations per step (8 stages, ``u_mid`` and the FSAL
+    ``u(t + h, x_new)``, less the reused first stage) and one extra solve.
 
     ``autonomous=True`` skips ``du/dt`` (exact for fields without explicit time dependence).
     """
 
     coefficients = RODAS5
+
+
+class Ros3p(Rosenbrock, name="ros3p"):
+    """Lang & Verwer's ROS3P: Rosenbrock, 3 stages, order 3, A-stable with
+    ``R(inf) = 1 - sqrt(3)`` (not L-stable: stiff transients are damped by 0.73 per step
+    only), order 3 also for index-1 DAEs and free of order reduction on parabolic problems.
+
+    The error estimate is not the published one (blind to linear problems, see ``ROS3P``): a
+    fourth solve at ``(t + h, x_new)`` gives an order-2 estimate that sees linear, quadrature
+    and nonlinear terms. Per step: 3 evaluations (FSAL), one Jacobian, one LU, 4 solves.
+
+    ``autonomous=True`` skips ``du/dt`` (exact for fields without explicit time dependence).
+    """
+
+    coefficients = ROS3P
 
 
 # ---------------------------------------------------------------------- drift-implicit SDE
@@ -531,14 +611,15 @@ def stiffness_hint(stats: dict[str, Any]) -> str:
     share = rej / steps
     if share >= 0.1 or steps >= 10_000:
         return (f". This looks stiff ({steps} steps, {100 * share:.0f}% rejected): try an "
-                f"implicit solver, solver='kvaerno5' or solver='rodas5' (or 'kvaerno3' at "
+                f"implicit solver, solver='kvaerno5' or solver='rodas5' (or 'kvaerno3'/'ros3p' at "
                 f"loose tolerances)")
     return ""
 
 
 __all__ = ["ESDIRKTableau", "RosenbrockTableau", "ESDIRK", "Rosenbrock", "ImplicitSolver",
-           "ImplicitEuler", "Kvaerno3", "Kvaerno5", "Rodas5", "ImplicitEulerMaruyama",
-           "IMPLICIT_EULER", "KVAERNO3", "KVAERNO5", "RODAS5", "stiffness_hint"]
+           "ImplicitEuler", "Kvaerno3", "Kvaerno5", "Rodas5", "Ros3p",
+           "ImplicitEulerMaruyama", "IMPLICIT_EULER", "KVAERNO3", "KVAERNO5", "RODAS5", "ROS3P",
+           "stiffness_hint"]
 
 
 register_hint(stiffness_hint)

@@ -36,6 +36,7 @@ def exact_linear(t1: float) -> torch.Tensor:
     ("kvaerno3", 3.0, (32, 64, 128, 256)),
     ("kvaerno5", 5.0, (16, 24, 32, 48)),
     ("rodas5", 5.0, (16, 24, 32, 48)),
+    ("ros3p", 3.0, (32, 64, 128, 256)),
 ])
 def test_order_on_mildly_stiff_linear(name: str, order: float, steps: tuple[int, ...]) -> None:
     t1 = 2.0
@@ -47,19 +48,20 @@ def test_order_on_mildly_stiff_linear(name: str, order: float, steps: tuple[int,
     assert abs(p - order) <= 0.15, (name, p, errs)
 
 
-@pytest.mark.parametrize("name", ["kvaerno5", "rodas5"])
-def test_order_non_autonomous(name: str) -> None:
-    """y' = -2 y + cos t: exercises the stage times (and rodas5's du/dt term)."""
+@pytest.mark.parametrize("name, order, steps", [("kvaerno5", 5.0, (8, 12, 16, 24)),
+                                                ("rodas5", 5.0, (8, 12, 16, 24)),
+                                                ("ros3p", 3.0, (16, 32, 64, 128))])
+def test_order_non_autonomous(name: str, order: float, steps: tuple[int, ...]) -> None:
+    """y' = -2 y + cos t: exercises the stage times (and the Rosenbrock du/dt term)."""
     ode = sf.ODE(lambda t, x: -2 * x + torch.cos(t))
     y0 = torch.tensor([1.0], dtype=D64)
 
     def exact(t: float) -> float:
         return (1.0 - 0.4) * math.exp(-2 * t) + (2 * math.cos(t) + math.sin(t)) / 5
 
-    steps = (8, 12, 16, 24)
     errs = [abs(float(sf.solve(ode, y0, (0.0, 2.0), solver=name, steps=n).x_final) - exact(2.0))
             for n in steps]
-    assert abs(fit_order([2.0 / n for n in steps], errs) - 5.0) <= 0.15, errs
+    assert abs(fit_order([2.0 / n for n in steps], errs) - order) <= 0.15, errs
 
 
 def test_l_stability_implicit_euler_large_steps() -> None:
@@ -106,10 +108,13 @@ def rob_ref_1e5() -> np.ndarray:
     return robertson_reference(1e5)
 
 
-@pytest.mark.parametrize("name", ["kvaerno5", "rodas5"])
-def test_robertson_1e5(name: str, rob_ref_1e5: np.ndarray) -> None:
+@pytest.mark.parametrize("name, rtol", [("kvaerno5", 1e-6), ("rodas5", 1e-6),
+                                        # third order: at rtol 1e-6 the global error of y1
+                                        # and y2 is 1.6e-5 (16 rtol); 3e-7 gives 7e-6
+                                        ("ros3p", 3e-7)])
+def test_robertson_1e5(name: str, rtol: float, rob_ref_1e5: np.ndarray) -> None:
     x0 = torch.tensor([1.0, 0.0, 0.0], dtype=D64)
-    sol = sf.solve(robertson(), x0, (0.0, 1e5), solver=name, rtol=1e-6, atol=1e-10)
+    sol = sf.solve(robertson(), x0, (0.0, 1e5), solver=name, rtol=rtol, atol=1e-10)
     rel = np.abs(sol.x_final.numpy() - rob_ref_1e5) / np.abs(rob_ref_1e5)
     assert rel.max() <= 1e-5, rel  # component-wise, y2 ~ 7e-8 included
     assert sol.stats["njac"] >= 1 and sol.stats["nlu"] >= sol.stats["njac"]
@@ -143,10 +148,11 @@ def vdp_reference() -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["kvaerno5", "rodas5"])
+@pytest.mark.parametrize("name", ["kvaerno5", "rodas5", "ros3p"])
 def test_van_der_pol_mu_1000(name: str) -> None:
     """x'' = mu (1 - x^2) x' - x, mu = 1000, to t = 3000 (two relaxation periods). Error
-    relative to the state's size (x' passes near 0 at t = 3000 on a scale of O(mu))."""
+    relative to the state's size (x' passes near 0 at t = 3000 on a scale of O(mu)); ros3p
+    (third order) takes ~12000 steps (~9 s here) and meets the bound at rtol 1e-6 (3.4e-7)."""
     mu = 1000.0
     ref = vdp_reference()
     ode = sf.ODE(lambda t, x: torch.stack([x[..., 1], mu * (1 - x[..., 0] ** 2) * x[..., 1]
@@ -306,8 +312,11 @@ def test_stiffness_hint_in_max_steps_error() -> None:
 
 
 def test_capabilities() -> None:
-    for name in ("implicit_euler", "kvaerno3", "kvaerno5", "rodas5", "implicit_euler_maruyama"):
+    for name in ("implicit_euler", "kvaerno3", "kvaerno5", "rodas5", "ros3p",
+                 "implicit_euler_maruyama"):
         assert sf.solvers.get(name).caps.implicit
+    ros = sf.solvers.get("ros3p").caps
+    assert ros.adaptive and ros.order == 3 and ros.error_order == 2 and ros.fsal
     assert sf.solvers.get("kvaerno5").caps.adaptive
     assert not sf.solvers.get("implicit_euler").caps.adaptive
     iem = sf.solvers.get("implicit_euler_maruyama").caps
@@ -357,3 +366,187 @@ def test_hires(name: str) -> None:
                    atol=1e-10)
     rel = np.abs(sol.x_final.numpy() - ref) / np.abs(ref)
     assert rel.max() <= 1e-5, rel
+
+
+# ------------------------------------------------------------- rodas5: tableau and estimate
+def _rodas5_untransformed() -> tuple[np.ndarray, ...]:
+    from sdeflow.solvers.implicit import RODAS5
+
+    return _untransformed(RODAS5)
+
+
+def _untransformed(tab) -> tuple[np.ndarray, ...]:
+    """A tableau in Hairer's transformed form back in the classical form (HW II, §IV.7):
+    ``Gamma = (I / gamma - C)^-1``, ``alpha = a Gamma``, ``b = m Gamma``,
+    ``b_hat = m_hat Gamma``."""
+    s = len(tab.alpha)
+    a, c = np.zeros((s, s)), np.zeros((s, s))
+    for i in range(s):
+        a[i, :i], c[i, :i] = tab.a[i], tab.C[i]
+    gam = np.linalg.inv(np.eye(s) / tab.gamma - c)
+    return (a @ gam, gam, np.asarray(tab.m) @ gam, np.asarray(tab.m_hat) @ gam,
+            np.asarray(tab.alpha), np.asarray(tab.gamma_sum), tab.gamma)
+
+
+def _conditions(alpha: np.ndarray, beta: np.ndarray, g: float
+                ) -> tuple[np.ndarray, list[float]]:
+    """The Rosenbrock order conditions up to order 4 (HW II, Table IV.7.1): orders 1, 2, 3, 3,
+    4, 4, 4, 4 (rows of ``weights @ rows.T == want``)."""
+    bp, al = beta.sum(1), alpha.sum(1)
+    rows = [np.ones(len(al)), bp, al**2, beta @ bp, al**3, al * (alpha @ bp), beta @ al**2,
+            beta @ (beta @ bp)]
+    want = [1, 0.5 - g, 1 / 3, 1 / 6 - g + g * g, 0.25, 1 / 8 - g / 3, 1 / 12 - g / 3,
+            1 / 24 - g / 2 + 1.5 * g * g - g**3]
+    return np.array(rows), want
+
+
+def test_rodas5_tableau_order_conditions() -> None:
+    """Both weight rows satisfy the eight Rosenbrock conditions up to order 4 (HW II, Table
+    IV.7.1), the stage times and ``gamma_i`` are the row sums, and the main row also meets the
+    order-5 quadrature condition that the embedded error cannot see."""
+    alpha, gam, b, bh, c, gsum, g = _rodas5_untransformed()
+    np.testing.assert_allclose(alpha.sum(1), c, atol=1e-12)
+    np.testing.assert_allclose(gam.sum(1), gsum, atol=1e-12)
+    beta = alpha + gam - np.diag(np.diag(gam))
+    al = alpha.sum(1)
+    rows, want = _conditions(alpha, beta, g)
+    for w in (b, bh):
+        np.testing.assert_allclose(rows @ w, want, atol=1e-11)
+    assert abs(b @ al**4 - 0.2) < 1e-11
+    # the error weights live on the three stages at t + h (alpha_i = 1, gamma_i = 0)
+    e = b - bh
+    assert np.abs(e[:5]).max() < 1e-11 and np.abs(e[5:]).min() > 1e-3
+
+
+def _vdp(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    p, v = x[..., 0], x[..., 1]
+    return torch.stack([v, 2.0 * (1 - p * p) * v - p], dim=-1)
+
+
+def test_rosenbrock_defect_weight_checked() -> None:
+    from sdeflow.solvers.implicit import RODAS5, RosenbrockTableau
+
+    with pytest.raises(ValueError, match="defect_weight"):
+        RosenbrockTableau(RODAS5.alpha, RODAS5.gamma_sum, RODAS5.gamma, RODAS5.a, RODAS5.C,
+                          RODAS5.m, RODAS5.m_hat, 5, 4, defect_weight=-1.0)
+
+
+def test_rodas5_local_error_and_estimate_orders() -> None:
+    """On Van der Pol (mu = 2) from a generic state, one rodas5 step has local error ~ h^6
+    (order 5) and its estimate ~ h^5 (order-4 embedded) that exceeds the true local error."""
+    from scipy.integrate import solve_ivp
+
+    from sdeflow.solvers.base import Terms
+    from sdeflow.solvers.implicit import Rodas5
+
+    def ref(x0: list[float], h: float) -> np.ndarray:
+        def f(t: float, x: np.ndarray) -> list[float]:
+            return [x[1], 2.0 * (1 - x[0] ** 2) * x[1] - x[0]]
+        return solve_ivp(f, (0.0, h), x0, method="DOP853", rtol=1e-13, atol=1e-16).y[:, -1]
+
+    ode, x0 = sf.ODE(_vdp), [1.5, -0.5]
+    hs, true, est = [0.08, 0.04, 0.02, 0.01], [], []
+    for h in hs:
+        s = Rodas5()
+        s.begin(1e-6, 1e-6)
+        terms = Terms(ode, u=ode._field(), adaptive=True)
+        tt = tuple(torch.tensor(c * h, dtype=D64) for c in s.c)
+        r = s.step(terms, tt, 0.0, h, torch.tensor(x0, dtype=D64), None, None)
+        true.append(float(np.abs(r.x.numpy() - ref(x0, h)).max()))
+        est.append(float(r.err.abs().max()))
+    assert abs(fit_order(hs, true) - 6.0) < 0.4, true
+    assert abs(fit_order(hs, est) - 5.0) < 0.4, est
+    assert all(e > t for e, t in zip(est, true))
+
+
+# ------------------------------------------------------------- ros3p: tableau and estimate
+def _stability(alpha: np.ndarray, gam: np.ndarray, w: np.ndarray, z: complex) -> complex:
+    """``R(z) = 1 + z w^T (I - z (alpha + Gamma))^-1 1`` (HW II, §IV.7)."""
+    s = len(w)
+    return complex(1 + z * w @ np.linalg.solve(np.eye(s) - z * (alpha + gam), np.ones(s)))
+
+
+def test_ros3p_tableau_order_conditions_and_stability() -> None:
+    """ROS3P (Lang & Verwer 2001): the main row meets the four conditions of order 3 and not
+    the quadrature one of order 4; its first three stages are the published method (classical
+    weights b = (2/3, 0, 1/3), gamma = 1/2 + sqrt(3)/6); A-stable with R(inf) = 1 - sqrt(3).
+    The embedded row meets the two conditions of order 2 and its error weights see both an
+    order-3 quadrature term and the order-3 linear term (beta beta 1), on which the published
+    embedded row is blind; the estimate's stability function differs from R on z = iy."""
+    from sdeflow.solvers.implicit import ROS3P
+
+    alpha, gam, b, bh, c, gsum, g = _untransformed(ROS3P)
+    assert abs(g - (0.5 + math.sqrt(3) / 6)) < 1e-15
+    np.testing.assert_allclose(alpha.sum(1), c, atol=1e-12)
+    np.testing.assert_allclose(gam.sum(1), gsum, atol=1e-12)
+    np.testing.assert_allclose(b, [2 / 3, 0, 1 / 3, 0], atol=1e-12)
+    beta = alpha + gam - np.diag(np.diag(gam))
+    rows, want = _conditions(alpha, beta, g)
+    np.testing.assert_allclose(rows[:4] @ b, want[:4], atol=1e-12)
+    assert abs(rows[4] @ b - want[4]) > 1e-3  # order 3, not 4
+    np.testing.assert_allclose(rows[:2] @ bh, want[:2], atol=1e-12)
+    e = b - bh
+    assert abs(rows[2] @ e) > 0.1 and abs(rows[3] @ e) > 0.05  # sees c^2 and beta beta 1
+    # the published embedded row, classically m_hat Gamma: order 2, but it meets the linear
+    # order-3 condition (so its error sees no linear term), failing only the c^2 one
+    pub = np.array([2.113248654051871, 1.0, 0.4226497308103742]) @ gam[:3, :3]
+    np.testing.assert_allclose(rows[[0, 1, 3], :3] @ pub, np.array(want)[[0, 1, 3]],
+                               atol=1e-12)
+    assert abs(rows[2, :3] @ pub - want[2]) > 0.1
+    assert abs(_stability(alpha, gam, b, -1e12) - (1 - math.sqrt(3))) < 1e-9
+    for y in np.linspace(-50, 50, 101):
+        assert abs(_stability(alpha, gam, b, 1j * y)) <= 1 + 1e-12
+        for x in (-1.0, -10.0, -1e3):
+            assert abs(_stability(alpha, gam, b, x + 1j * y)) <= 1 + 1e-12
+    assert abs(_stability(alpha, gam, b, 0.5j) - _stability(alpha, gam, bh, 0.5j)) > 1e-3
+
+
+@pytest.mark.parametrize("name, p_true, p_est", [("ros3p", 4.0, 3.0)])
+def test_local_error_and_estimate_orders(name: str, p_true: float, p_est: float) -> None:
+    """On Van der Pol (mu = 2) from a generic state, one step has local error ~ h^(p+1) and
+    its estimate ~ h^p (order p-1 embedded), for the Rosenbrock pairs."""
+    from scipy.integrate import solve_ivp
+
+    from sdeflow.solvers.base import Terms
+
+    def ref(x0: list[float], h: float) -> np.ndarray:
+        def f(t: float, x: np.ndarray) -> list[float]:
+            return [x[1], 2.0 * (1 - x[0] ** 2) * x[1] - x[0]]
+        return solve_ivp(f, (0.0, h), x0, method="DOP853", rtol=1e-13, atol=1e-16).y[:, -1]
+
+    ode, x0 = sf.ODE(_vdp), [1.5, -0.5]
+    hs, true, est = [0.04, 0.02, 0.01, 0.005], [], []
+    for h in hs:
+        s = sf.solvers.get(name)()
+        s.begin(1e-6, 1e-6)
+        terms = Terms(ode, u=ode._field(), adaptive=True)
+        tt = tuple(torch.tensor(c * h, dtype=D64) for c in s.c)
+        r = s.step(terms, tt, 0.0, h, torch.tensor(x0, dtype=D64), None, None)
+        true.append(float(np.abs(r.x.numpy() - ref(x0, h)).max()))
+        est.append(float(r.err.abs().max()))
+    assert abs(fit_order(hs, true) - p_true) < 0.4, true
+    assert abs(fit_order(hs, est) - p_est) < 0.4, est
+
+
+@pytest.mark.parametrize("name", ["ros3p", "rodas5"])
+@pytest.mark.parametrize("problem", ["linear", "rotation", "vdp"])
+def test_rosenbrock_tolerance_proportionality(name: str, problem: str) -> None:
+    """err ~ tol on the three problems of ``sdeflow verify`` (the published ROS3P estimate
+    is identically zero on the first two, every step would be accepted; rodas5's published
+    estimate alone gives slope 0.51 on vdp)."""
+    res = sf.verify.tolerance_proportionality(name, problem)
+    assert res.passed, (res.slope, res.errors)
+
+
+@pytest.mark.parametrize("name", ["ros3p", "rodas5"])
+def test_quadrature_error_falls_with_rtol(name: str) -> None:
+    """x' = cos t over [0, 10]: the estimate sees quadrature errors, so the final error falls
+    in proportion to rtol (slope in [0.7, 1.3]) and stays within 10 rtol (rodas5's published
+    estimate alone is exactly zero here: error 9.85 at every rtol, in 6 steps)."""
+    ode = sf.ODE(lambda t, x: torch.cos(t).expand_as(x).clone())
+    x0 = torch.zeros(1, dtype=D64)
+    tols = [1e-4, 1e-5, 1e-6, 1e-7]
+    errs = [abs(float(sf.solve(ode, x0, (0.0, 10.0), solver=name, rtol=r, atol=r).x_final)
+                - math.sin(10.0)) for r in tols]
+    assert all(e <= 10 * r for e, r in zip(errs, tols)), errs
+    assert 0.7 <= fit_order(tols, errs) <= 1.3, errs
