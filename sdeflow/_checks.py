@@ -259,9 +259,10 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
     path: one comparison per call)."""
     n = counter.cells[slot]
     device = like.device
-    first = [True]
+    first = True
 
     def check(t: Tensor, x: Tensor, out: Any) -> None:
+        nonlocal first
         if not isinstance(out, Tensor):
             raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
                             f"{type(out).__name__}")
@@ -270,8 +271,8 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
             msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
         if msg is not None:
             raise ValueError(f"{name}: {msg} (at t={float(t):.6g})")
-        if first[0]:
-            first[0] = False
+        if first:
+            first = False
             if out.device != device:
                 raise ValueError(f"{name}: returned a tensor on {out.device}, expected the "
                                  f"state's device {device}")
@@ -282,7 +283,7 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
         def field(t: Tensor, x: Tensor) -> Tensor:
             n[0] += 1
             out = fn(t, x)
-            if first[0] or type(out) is not Tensor or out.shape != x.shape or \
+            if first or type(out) is not Tensor or out.shape != x.shape or \
                     out.dtype != x.dtype:
                 check(t, x, out)
             return out

@@ -376,16 +376,23 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
         nzs = noise.block(i, j) if noise is not None else None
         x_start, state_start, aj_start = x, state, after_jump
         cols = [col[i:j].unbind(0) for col in st.cols]
-        one = len(cols) == 1
-        for k in range(i, j):
-            t = grid[k]
-            if plain:
-                tt = (cols[0][k - i],) if one else tuple(c[k - i] for c in cols)
-            else:
+        if plain:  # the hot path: no hooks, no jumps; a step's result is a StepResult tuple
+            tts = list(zip(*cols))
+            nzl = nzs if nzs is not None else [None] * (j - i)
+            for m in range(j - i):
+                k = i + m
+                res = step(terms, tts[m], grid[k], hs[k], x, state, nzl[m])
+                if save[k + 1]:
+                    rec.accepted(grid[k + 1], res[0],
+                                 make_interp(grid[k], hs[k], x, res) if need_interp else None)
+                x, state = res[0], res[3]
+        else:
+            for k in range(i, j):
+                t = grid[k]
                 tt = st.times(k, after_jump)
-            res = step(terms, tt, t, hs[k], x, state, nzs[k - i] if nzs is not None else None)
-            x_new = res.x
-            if not plain:
+                res = step(terms, tt, t, hs[k], x, state,
+                           nzs[k - i] if nzs is not None else None)
+                x_new = res.x
                 t_new = grid[k + 1]
                 interp = make_interp(t, hs[k], x, res) if need_interp else None
                 for hk in hooks:
@@ -400,11 +407,6 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
                 if hooks and any(hk.stop() for hk in hooks):
                     stats["accepted"] = k + 1
                     return finish("success" if k + 1 == n else "event", t_new, x)
-                continue
-            if save[k + 1]:
-                rec.accepted(grid[k + 1], x_new,
-                             make_interp(t, hs[k], x, res) if need_interp else None)
-            x, state = x_new, res.state
         if not bool(torch.isfinite(x).all()):
             k_bad = _locate_nonfinite(terms, solver, st, x_start, state_start, aj_start, i, j,
                                       nzs)

@@ -140,6 +140,7 @@ class RungeKutta(Solver, register=False):
                        if any(v != 0.0 for v in row))
         )
         self._one_stage = len(self._rows) == 1 and len(self._b) == 1
+        self._w1 = self._b[0][1]
 
     def evals_per_step(self) -> int:
         """Field evaluations of one fixed step (no error estimate)."""
@@ -232,10 +233,9 @@ class RungeKutta(Solver, register=False):
         want_err = terms.adaptive and self._err is not None
         if self._one_stage and not want_err:
             k1 = u(tt[0], x) if k0 is None else k0  # type: ignore[misc]
-            (_, w), = self._b
-            x_new = torch.add(x, k1, alpha=w * h)
+            x_new = torch.add(x, k1, alpha=self._w1 * h)
             if not terms.dense:
-                return StepResult(x_new, None, None, None)
+                return _result((x_new, None, None, None))
             slope = Slope(u, x_new)  # type: ignore[arg-type]
             return StepResult(x_new, None, ([k1], slope), slope)
         if not want_err:
@@ -245,7 +245,7 @@ class RungeKutta(Solver, register=False):
             if chain:
                 return StepResult(x_new, None, (k, None), k[-1])
             if not terms.dense:
-                return StepResult(x_new, None, None, None)
+                return _result((x_new, None, None, None))
             slope = Slope(u, x_new)  # type: ignore[arg-type]
             return StepResult(x_new, None, (k, slope), slope)
         if (x.is_contiguous() and x.numel() > FUSE_MIN and not x.requires_grad
@@ -304,6 +304,11 @@ class _Workspace:
         self.a = [None] + [vec(tab.a[i], i) for i in range(1, s)]
         self.b = vec(tab.b, s)
         self.e = vec(tab.b_err or [0.0] * s, s)
+
+
+def _result(values: tuple[Any, Any, Any, Any]) -> StepResult:
+    """A :class:`StepResult` without the named-tuple constructor's Python-level call."""
+    return tuple.__new__(StepResult, values)
 
 
 class Slope:
