@@ -304,7 +304,8 @@ class _Initial:
                 return t.expand(b - a, -1).clone()
             idx = torch.arange(a, b, device=t.device).clamp_(max=t.shape[0] - 1)
             return t[idx]
-        assert self.fn is not None
+        if self.fn is None:  # unreachable: construction sets a tensor or a callable
+            raise RuntimeError("x0: neither a tensor nor a callable was kept")
         j0, j1 = a // BLOCK_ROWS, -(-b // BLOCK_ROWS)
         blocks = []
         for j in range(j0, j1):

@@ -246,3 +246,23 @@ def no_params_warning(mode: str) -> None:
 
 def snap_of(args: dict[str, Any], t0: float, t1: float) -> float:
     return ck.snap(t0, t1, args["ts"])
+
+
+class EngineFunction(torch.autograd.Function):
+    """The autograd node of every gradient strategy: ``engine.forward()`` gives the solution's
+    ``ys`` without a graph; ``engine.backward(x0, grad_ys) -> (grad_x0, grad_params)`` gives the
+    gradients by the strategy's own means (replay, adjoint ODE, algebraic inversion)."""
+
+    @staticmethod
+    def forward(ctx: Any, engine: Any, x0: torch.Tensor, *params: torch.Tensor  # type: ignore[override]
+                ) -> torch.Tensor:
+        sol = engine.forward()
+        ctx.engine = engine
+        ctx.save_for_backward(x0)
+        return sol.ys
+
+    @staticmethod
+    def backward(ctx: Any, grad_ys: torch.Tensor) -> Any:  # type: ignore[override]
+        (x0,) = ctx.saved_tensors
+        g_x, gp = ctx.engine.backward(x0, grad_ys)
+        return (None, g_x, *gp)

@@ -26,7 +26,7 @@ import torch
 from ..problems import ODE
 from ..solution import Solution
 from ..solvers.base import noise_term
-from ._common import Recording, Setup, StepLog, no_params_warning
+from ._common import EngineFunction, Recording, Setup, StepLog, no_params_warning
 from ._solve_mod import SOLVE as _solve
 
 Tensor = torch.Tensor
@@ -233,27 +233,12 @@ def _make_path(s: Setup, x0: Tensor, seed: Any) -> Any:
     return cls(shape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype, device=x0.device)
 
 
-class _Fn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, engine: Any, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        sol = engine.forward()
-        ctx.engine = engine
-        ctx.save_for_backward(x0)
-        return sol.ys
-
-    @staticmethod
-    def backward(ctx: Any, grad_ys: Tensor) -> Any:  # type: ignore[override]
-        (x0,) = ctx.saved_tensors
-        g_x, gp = ctx.engine.backward(x0, grad_ys)
-        return (None, g_x, *gp)
-
-
 def solve_backsolve(s: Setup) -> Solution:
     """The solve with continuous-adjoint gradients."""
     if not s.params:
         no_params_warning("backsolve")
     engine = _SDEEngine(s) if s.is_sde else _ODEEngine(s)
-    ys = _Fn.apply(engine, s.args["x0"], *s.params)
+    ys = EngineFunction.apply(engine, s.args["x0"], *s.params)
     sol = engine.sol
     return Solution(ts=sol.ts, ys=ys, stats=sol.stats, status=sol.status,  # type: ignore[union-attr]
                     t_reached=sol.t_reached)  # type: ignore[union-attr]

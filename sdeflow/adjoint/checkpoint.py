@@ -17,7 +17,16 @@ from typing import Any
 import torch
 
 from ..solution import Solution
-from ._common import Recording, Setup, StepLog, detach_state, output_map, snap_of, tensors_of
+from ._common import (
+    EngineFunction,
+    Recording,
+    Setup,
+    StepLog,
+    detach_state,
+    output_map,
+    snap_of,
+    tensors_of,
+)
 from ._solve_mod import SOLVE as _solve
 
 Tensor = torch.Tensor
@@ -142,26 +151,11 @@ def _grid_steps(args: dict[str, Any], t0: float, t1: float) -> int:
     return 1
 
 
-class _Fn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, engine: _Engine, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        sol = engine.forward()
-        ctx.engine = engine
-        ctx.save_for_backward(x0)
-        return sol.ys
-
-    @staticmethod
-    def backward(ctx: Any, grad_ys: Tensor) -> Any:  # type: ignore[override]
-        (x0,) = ctx.saved_tensors
-        g_x, gp = ctx.engine.backward(x0, grad_ys)
-        return (None, g_x, *gp)
-
-
 def solve_checkpoint(s: Setup) -> Solution:
     """The solve with checkpointed gradients (``Solution.ys`` carries the graph)."""
     x0 = s.args["x0"]
     engine = _Engine(s)
-    ys = _Fn.apply(engine, x0, *s.params)
+    ys = EngineFunction.apply(engine, x0, *s.params)
     sol = engine.sol
     if sol is None:  # pragma: no cover  (forward always sets it)
         raise RuntimeError('checkpoint: the forward solve did not run')

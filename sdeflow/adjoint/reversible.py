@@ -16,7 +16,7 @@ import torch
 
 from ..solution import Solution
 from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
-from ._common import Recording, Setup, StepLog
+from ._common import EngineFunction, Recording, Setup, StepLog
 from ._solve_mod import SOLVE as _solve
 from .backsolve import _make_path
 
@@ -101,25 +101,10 @@ class _Engine:
         return a_y + a_yh, gp
 
 
-class _Fn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, engine: _Engine, x0: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
-        sol = engine.forward()
-        ctx.engine = engine
-        ctx.save_for_backward(x0)
-        return sol.ys
-
-    @staticmethod
-    def backward(ctx: Any, grad_ys: Tensor) -> Any:  # type: ignore[override]
-        (x0,) = ctx.saved_tensors
-        g_x, gp = ctx.engine.backward(x0, grad_ys)
-        return (None, g_x, *gp)
-
-
 def solve_reversible(s: Setup) -> Solution:
     """The solve with reversible-Heun gradients."""
     engine = _Engine(s)
-    ys = _Fn.apply(engine, s.args["x0"], *s.params)
+    ys = EngineFunction.apply(engine, s.args["x0"], *s.params)
     sol = engine.sol
     return Solution(ts=sol.ts, ys=ys, stats=sol.stats, status=sol.status,  # type: ignore[union-attr]
                     t_reached=sol.t_reached)  # type: ignore[union-attr]
