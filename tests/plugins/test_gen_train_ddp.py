@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sdeflow_generative.train  # noqa: F401  (fit(distributed=True) must exist: no skip)
 import torch
 import torch.multiprocessing as mp
-
-pytest.importorskip("sdeflow_generative.train")
 
 JOIN_TIMEOUT = 180.0
 
