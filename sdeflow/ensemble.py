@@ -33,178 +33,25 @@ step sequence per chunk, so their samples depend on the chunk size (not on the w
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ._ensemble_dist import _agree, _comm_device, _dist, _gather
 from .brownian import BLOCK_ROWS, BrownianPath, SeededNoise
 from .brownian._random import key
+from .ensemble_stats import STAT_NAMES, EnsembleResult, Moments, Quantiles, _statistics
 from .problems import SDE
 from .solve import solve
 
 Tensor = torch.Tensor
 
-STAT_NAMES = ("mean", "cov", "var")
 PAD_ROWS = 64          # every chunk runs on a multiple of this many rows
 _X0_STREAM = 0x0E0E   # generators of a callable x0: one per 1024-row block
 _DEFAULT_CHUNK_ELEMS = 2**22
-
-
-# ----------------------------------------------------------------------------------------------
-# Quantiles by a fixed-grid histogram
-# ----------------------------------------------------------------------------------------------
-class Quantiles:
-    """Streaming quantiles of every coordinate at every saved time by a fixed-grid histogram.
-
-    Args:
-        probs: probabilities in (0, 1).
-        lo, hi: the grid's range; values outside are counted in an under/overflow bin.
-        bins: number of equal bins on ``[lo, hi]``.
-
-    The counts merge exactly (integers), so sharding does not change the result. The estimate
-    interpolates linearly inside the bin holding the empirical quantile, so it lies within one
-    bin width ``(hi - lo) / bins`` of the sample quantile when that lies in ``[lo, hi]``; a
-    quantile falling in the under/overflow bin is NaN (widen ``[lo, hi]``). Memory:
-    ``T * d * (bins + 2)`` int64 counts.
-    """
-
-    def __init__(self, probs: Sequence[float], lo: float, hi: float, bins: int = 2048) -> None:
-        ps = [float(p) for p in probs]
-        if not ps or any(not 0.0 < p < 1.0 for p in ps):
-            raise ValueError(f"statistics: Quantiles probs must lie in (0, 1), got {probs!r}")
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"statistics: Quantiles needs finite lo < hi, got {lo}, {hi}")
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"statistics: Quantiles bins must be a positive int, got {bins!r}")
-        self.probs, self.lo, self.hi, self.bins = ps, float(lo), float(hi), bins
-
-    def counts(self, ys: Tensor) -> Tensor:
-        """``[T, d, bins + 2]`` counts of ``ys [T, n, d]`` (bin 0: below lo, last: above hi)."""
-        t, n, d = ys.shape
-        w = (self.hi - self.lo) / self.bins
-        idx = torch.floor((ys.double() - self.lo) / w).clamp_(-1, self.bins).to(torch.int64) + 1
-        idx = torch.where(torch.isnan(ys), torch.full_like(idx, self.bins + 1), idx)
-        cell = (torch.arange(t, device=ys.device).view(t, 1, 1) * d
-                + torch.arange(d, device=ys.device).view(1, 1, d))
-        flat = (cell * (self.bins + 2) + idx).reshape(-1)
-        return torch.bincount(flat, minlength=t * d * (self.bins + 2)).view(t, d, self.bins + 2)
-
-    def estimate(self, counts: Tensor) -> Tensor:
-        """``[len(probs), T, d]`` quantiles from merged counts."""
-        c = counts.double()
-        n = c.sum(-1, keepdim=True)
-        cum = c.cumsum(-1)
-        w = (self.hi - self.lo) / self.bins
-        out = []
-        for p in self.probs:
-            target = p * n                                      # [T, d, 1]
-            k = torch.searchsorted(cum.contiguous(), target.contiguous()).clamp_(
-                max=self.bins + 1)
-            below = torch.gather(cum, -1, k) - torch.gather(c, -1, k)
-            inbin = torch.gather(c, -1, k)
-            frac = ((target - below) / inbin.clamp(min=1)).clamp_(0, 1)
-            q = self.lo + (k.double() - 1 + frac) * w
-            bad = (k == 0) | (k == self.bins + 1)
-            out.append(torch.where(bad, torch.full_like(q, math.nan), q).squeeze(-1))
-        return torch.stack(out)
-
-    def __repr__(self) -> str:
-        return f"Quantiles({self.probs}, lo={self.lo}, hi={self.hi}, bins={self.bins})"
-
-
-# ----------------------------------------------------------------------------------------------
-# Mergeable moments
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Moments:
-    """Count, mean ``[*s]`` and centred second moment of values ``[n, *s]`` (``outer``: the
-    full ``[*s, *s]`` outer-product M2 for ``s = (T, d)`` as ``[T, d, d]``; else elementwise)."""
-
-    n: int
-    mean: Tensor
-    m2: Tensor
-
-    @staticmethod
-    def of(v: Tensor, outer: bool) -> Moments:
-        v = v.double()
-        m = v.mean(0)
-        c = v - m
-        if outer:   # v [n, T, d] -> M2 [T, d, d]
-            m2 = torch.einsum("ntd,nte->tde", c, c)
-        else:
-            m2 = (c * c).sum(0)
-        return Moments(v.shape[0], m, m2)
-
-    def merge(self, o: Moments, outer: bool) -> Moments:
-        """Chan et al. (1979) pairwise update (module docstring)."""
-        if o.n == 0:
-            return self
-        if self.n == 0:
-            return o
-        n = self.n + o.n
-        delta = o.mean - self.mean
-        mean = self.mean + delta * (o.n / n)
-        cross = (delta.unsqueeze(-1) * delta.unsqueeze(-2)) if outer else delta * delta
-        return Moments(n, mean, self.m2 + o.m2 + cross * (self.n * o.n / n))
-
-    def var(self) -> Tensor:
-        return self.m2 / max(self.n - 1, 1)
-
-    def stderr(self) -> Tensor:
-        """Standard error of the mean: ``sqrt(var / n)`` elementwise (diagonal if outer)."""
-        v = self.var()
-        if v.dim() >= 3 and v.shape[-1] == v.shape[-2] and self.mean.dim() == v.dim() - 1:
-            v = torch.diagonal(v, dim1=-2, dim2=-1)
-        return (v / max(self.n, 1)).sqrt()
-
-
-# ----------------------------------------------------------------------------------------------
-# The result
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class EnsembleResult:
-    """What :func:`ensemble` returns (identical on every rank).
-
-    Attributes:
-        ts: ``[T]`` saved times. n_paths: number of paths.
-        mean: ``[T, d]``; cov: ``[T, d, d]`` (unbiased, ``M2 / (n - 1)``); var: ``[T, d]``
-            (each ``None`` unless asked for in ``statistics``).
-        stats: user statistics by name, the path average of ``stat(ys)`` (``[*s]``).
-        quantiles: ``[len(probs), T, d]`` when a :class:`Quantiles` was asked for.
-        stderr: standard errors by the same names and shapes (``mean``, ``var``, ``cov``, each
-            user statistic). For ``cov``/``var`` it is the standard error of the mean of the
-            products ``(x_i - m_i)(x_j - m_j)`` centred on each chunk's mean (accurate to
-            ``O(1/chunk_size)`` relative).
-        event: with ``event=``: ``p`` (fraction of paths whose event fired) and ``t_mean``
-            (mean event time of those), each with ``*_stderr``, and ``n_fired``.
-        samples: ``[T, n_paths, d]`` only with ``keep_samples=True``.
-        chunk_times: ``[n_chunks]`` wall seconds of each chunk (on the rank that ran it).
-        chunk_ranks: ``[n_chunks]`` which rank ran each chunk.
-        bytes_kept: bytes of the merge state (independent of ``n_paths``).
-        chunk_bytes: the largest chunk's working set counted by the ensemble (states saved,
-            initial states, noise counters), which bounds memory by the chunk size.
-    """
-
-    ts: Tensor
-    n_paths: int
-    chunk_size: int
-    mean: Tensor | None = None
-    cov: Tensor | None = None
-    var: Tensor | None = None
-    stats: dict[str, Tensor] = field(default_factory=dict)
-    quantiles: Tensor | None = None
-    stderr: dict[str, Tensor] = field(default_factory=dict)
-    event: dict[str, Any] | None = None
-    samples: Tensor | None = None
-    chunk_times: Tensor | None = None
-    chunk_ranks: Tensor | None = None
-    bytes_kept: int = 0
-    chunk_bytes: int = 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -322,97 +169,15 @@ class _Initial:
 # ----------------------------------------------------------------------------------------------
 # Argument checks and the distributed fingerprint
 # ----------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------
+# Argument checks
+# ----------------------------------------------------------------------------------------------
 def _pos_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{name}: expected a positive int, got {type(v).__name__}")
     if v <= 0:
         raise ValueError(f"{name}: expected a positive int, got {v}")
     return v
-
-
-def _statistics(statistics: Any) -> tuple[list[str], dict[str, Callable[[Tensor], Tensor]],
-                                          Quantiles | None]:
-    if isinstance(statistics, (str, Quantiles)) or callable(statistics):
-        statistics = (statistics,)
-    if not isinstance(statistics, (list, tuple, dict)):
-        raise TypeError(f"statistics: expected a sequence of names {STAT_NAMES}, callables "
-                        f"stat(ys) or a Quantiles, got {type(statistics).__name__}")
-    items = list(statistics.items()) if isinstance(statistics, dict) else [
-        (None, s) for s in statistics]
-    names: list[str] = []
-    user: dict[str, Callable[[Tensor], Tensor]] = {}
-    quant = None
-    for nm, s in items:
-        if isinstance(s, str):
-            if nm is not None and nm != s:
-                raise ValueError(f"statistics: the built-in statistic {s!r} keeps its name; "
-                                 f"got the key {nm!r}")
-            if s not in STAT_NAMES:
-                raise ValueError(f"statistics: unknown statistic {s!r}; expected one of "
-                                 f"{STAT_NAMES}, a callable stat(ys) or a Quantiles")
-            names.append(s)
-        elif isinstance(s, Quantiles):
-            if quant is not None:
-                raise ValueError("statistics: give at most one Quantiles")
-            quant = s
-        elif callable(s):
-            label = nm if nm is not None else getattr(s, "__name__", f"stat{len(user)}")
-            if label in user or label in STAT_NAMES:
-                raise ValueError(f"statistics: duplicate statistic name {label!r}; pass a dict "
-                                 f"{{name: stat}} to name them")
-            user[label] = s
-        else:
-            raise TypeError(f"statistics: expected names {STAT_NAMES}, callables or a "
-                            f"Quantiles, got {type(s).__name__}")
-    return names, user, quant
-
-
-def _digest(v: Any) -> int:
-    if isinstance(v, Tensor):
-        t = v.detach().cpu().contiguous()
-        raw = repr((tuple(t.shape), str(t.dtype))).encode() + t.view(torch.uint8).numpy(
-        ).tobytes() if t.numel() else repr((tuple(t.shape), str(t.dtype))).encode()
-    elif isinstance(v, (list, tuple)):
-        return _digest(repr([_digest(x) for x in v]))
-    elif callable(v):
-        raw = (getattr(v, "__qualname__", type(v).__qualname__)).encode()
-    else:
-        raw = repr(v).encode()
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little") >> 1
-
-
-def _dist() -> tuple[Any, int, int]:
-    d = torch.distributed
-    if d.is_available() and d.is_initialized():
-        return d, d.get_rank(), d.get_world_size()
-    return None, 0, 1
-
-
-def _agree(dist: Any, fields: dict[str, Any], err: BaseException | None, device: torch.device
-           ) -> None:
-    """All-gather ``[error flag, one digest per argument]``; raise on every rank if any rank
-    failed its checks or the ranks disagree (one collective: no rank can be left waiting)."""
-    names = list(fields)
-    vec = torch.tensor([1 if err is not None else 0] + [_digest(fields[k]) for k in names],
-                       dtype=torch.int64, device=device)
-    out = [torch.empty_like(vec) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, vec)
-    table = torch.stack(out).cpu()
-    if err is not None:
-        raise err
-    bad_ranks = [r for r in range(table.shape[0]) if table[r, 0]]
-    if bad_ranks:
-        raise ValueError(f"ensemble: rank(s) {bad_ranks} rejected their arguments (see their "
-                         f"error); every rank stops")
-    differ = [names[i - 1] for i in range(1, table.shape[1])
-              if bool((table[:, i] != table[0, i]).any())]
-    if differ:
-        raise ValueError(f"{', '.join(differ)}: the ranks disagree on these arguments of "
-                         f"ensemble (every rank must pass the same values)")
-
-
-def _comm_device(dist: Any, like: torch.device) -> torch.device:
-    return like if dist is not None and dist.get_backend() == "nccl" else torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -679,56 +444,6 @@ def _run(cfg: dict[str, Any], dist: Any, rank: int, world: int) -> EnsembleResul
     res.bytes_kept = sum(s.mean.numel() * 8 + s.m2.numel() * 8 for _, s, _ in states
                          if s is not None) + (0 if hist is None else hist.numel() * 8)
     return res
-
-
-def _gather(dist: Any, states: list[Any], hist: Tensor | None, times: Tensor,
-            samples: Tensor | None, user: dict[str, Any], quant: Any, T: int, d: int,
-            dev: torch.device) -> tuple[list[Any], Tensor | None, Tensor, Tensor | None]:
-    """All-gather every rank's merge state and merge them in rank order (same on all ranks)."""
-    cdev = _comm_device(dist, dev)
-    world = dist.get_world_size()
-    # a user statistic's shape is known only to ranks that ran a chunk: agree on it first
-    shapes = [tuple(s.mean.shape) if s is not None else None for _, s, _ in states]
-    obj: list[Any] = [None] * world
-    dist.all_gather_object(obj, shapes)
-    full = [next((o[i] for o in obj if o[i] is not None), ()) for i in range(len(states))]
-    flat = []
-    for (_, s, _), shp in zip(states, full):
-        if s is None:
-            z = torch.zeros(shp, dtype=torch.float64, device=dev)
-            s = Moments(0, z, z.clone())
-        flat += [torch.tensor([float(s.n)], dtype=torch.float64, device=dev),
-                 s.mean.reshape(-1), s.m2.reshape(-1)]
-    vec = torch.cat(flat).to(cdev)
-    out = [torch.empty_like(vec) for _ in range(world)]
-    dist.all_gather(out, vec)
-    merged: list[Moments | None] = [None] * len(states)
-    for r in range(world):  # rank order: the same merge on every rank
-        v = out[r].to(dev)
-        pos = 0
-        for i, ((_, _, outer), shp) in enumerate(zip(states, full)):
-            size = math.prod(shp)
-            m2shape = (*shp, shp[-1]) if outer else shp
-            m2size = math.prod(m2shape)
-            st = Moments(int(v[pos].item()), v[pos + 1: pos + 1 + size].view(shp),
-                         v[pos + 1 + size: pos + 1 + size + m2size].view(m2shape))
-            pos += 1 + size + m2size
-            prev = merged[i]
-            merged[i] = st if prev is None else prev.merge(st, outer)
-    if quant is not None:
-        h = hist if hist is not None else torch.zeros(T, d, quant.bins + 2, dtype=torch.int64,
-                                                      device=dev)
-        h = h.to(cdev)
-        dist.all_reduce(h)
-        hist = h.to(dev)
-    t = times.to(cdev)
-    dist.all_reduce(t)
-    if samples is not None:  # each rank filled its own chunks, zeros elsewhere: x + 0 = x
-        s = samples.to(cdev)
-        dist.all_reduce(s)
-        samples = s.to(dev)
-    return ([(nm, m, outer) for (nm, _, outer), m in zip(states, merged)], hist, t.cpu(),
-            samples)
 
 
 __all__ = ["ensemble", "EnsembleResult", "Quantiles", "Moments", "STAT_NAMES", "PAD_ROWS"]
