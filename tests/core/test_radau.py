@@ -276,7 +276,7 @@ def test_user_jacobian_used_and_same_result() -> None:
 
 def test_user_jacobian_on_robertson() -> None:
     def jac(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y1, y2, y3 = x[0], x[1], x[2]
+        y2, y3 = x[1], x[2]
         z = torch.zeros((), dtype=x.dtype)
         return torch.stack([torch.stack([z - 0.04, 1e4 * y3, 1e4 * y2]),
                             torch.stack([z + 0.04, -1e4 * y3 - 6e7 * y2, -1e4 * y2]),
