@@ -143,6 +143,11 @@ class Collocation(Interpolant):
         return y.reshape(self.x0.shape).add_(self.x0)
 
 
+def _mix(m: Tensor, z: Tensor) -> Tensor:
+    """``sum_j m[i, j] z[j]`` for ``z`` of shape ``(3, B, D)``: one small matrix product."""
+    return torch.mm(m, z.reshape(z.shape[0], -1)).reshape(m.shape[0], *z.shape[1:])
+
+
 def _newton_tol(rtol: float, eps: float) -> float:
     """The Newton stopping tolerance in tolerance-scaled units: ``max(10 eps / rtol,
     min(0.03, 0.3 sqrt(rtol)))``, tighter than RADAU5's ``sqrt(rtol)`` (``NEWTON_SCALE``)."""
@@ -290,7 +295,7 @@ class Radau(ImplicitSolver, name="radau"):
         T, T_inv = self._coeffs(x2)[:2]
         lr, pr, lc, pc = lu
         g, a, b = COEFFS.gamma / h, COEFFS.alpha / h, COEFFS.beta / h
-        w = torch.tensordot(T_inv, z, dims=1)
+        w = _mix(T_inv, z)
         prev, theta_max = math.inf, 0.0
         eta = max(self._eta, 1e-16) ** 0.8
         limit = nw.max_iter
@@ -299,7 +304,7 @@ class Radau(ImplicitSolver, name="radau"):
             f = torch.stack([u(tt[i + 1], (x2 + z[i]).reshape(shape)).reshape(x2.shape)
                              for i in range(3)])
             nw.nnewton += 1
-            r = torch.tensordot(T_inv, f, dims=1)
+            r = _mix(T_inv, f)
             r1 = r[0] - g * w[0]
             # r_2 + i r_3 - (alpha - i beta)/h (w_2 + i w_3)
             r2 = r[1] - a * w[1] - b * w[2]
@@ -311,7 +316,7 @@ class Radau(ImplicitSolver, name="radau"):
             if not math.isfinite(n):
                 return z, False, n, k + 1, theta_max
             w = w + dw
-            z = torch.tensordot(T, w, dims=1)
+            z = _mix(T, w)
             if k > 0:
                 theta = n / prev
                 theta_max = max(theta_max, theta)
@@ -344,7 +349,7 @@ class Radau(ImplicitSolver, name="radau"):
             r = h / state.h
             th = torch.tensor([[(1.0 + ci * r) ** kk - 1.0 for kk in (1, 2, 3)]
                                for ci in COEFFS.c], dtype=torch.float64).to(x2)
-            z0 = torch.tensordot(th, state.poly, dims=1)
+            z0 = _mix(th, state.poly)
         else:
             z0 = x2.new_zeros((3, b, d))
         scale = self.scale(x).reshape(b, d)
@@ -373,7 +378,7 @@ class Radau(ImplicitSolver, name="radau"):
         err = None
         if terms.adaptive:
             err = self._estimate(u, tt[0], x, x2, x_new2, f0, z, h)
-        poly = torch.tensordot(P, z, dims=1)
+        poly = _mix(P, z)
         return StepResult(x_new2.reshape(shape), err, poly, RadauState(poly, h))
 
     def _estimate(self, u: Any, t0: Tensor, x: Tensor, x2: Tensor, x_new2: Tensor, f0: Tensor,
@@ -382,7 +387,7 @@ class Radau(ImplicitSolver, name="radau"):
         or after a rejection when above 1 (docs/math.md §13.6)."""
         lr, pr = self._lu[0], self._lu[1]  # type: ignore[index]
         e = self._coeffs(x2)[3]
-        ez = torch.tensordot(e, z, dims=1).div_(h)
+        ez = torch.mv(z.reshape(3, -1).T, e).reshape(z.shape[1:]).div_(h)
         err = torch.linalg.lu_solve(lr, pr, (f0 + ez).unsqueeze(-1)).squeeze(-1)
         if self._accepted == 0 or self._rejected_last:
             sc = torch.maximum(x2.abs(), x_new2.abs()).mul_(self.rtol).add_(self.atol)

@@ -258,6 +258,17 @@ def test_collocation_interpolant_hits_the_stages() -> None:
     torch.testing.assert_close(it._eval(1.0), x0 + z[2])
 
 
+def test_events_located_on_the_collocation_polynomial() -> None:
+    """Per-path terminal events x = 1/2 on x' = -x: crossing times log(2 x0) from the dense
+    output, to well below the tolerance."""
+    x0 = torch.tensor([[1.0], [2.0], [4.0]], dtype=D64)
+    sol = sf.solve(sf.ODE(lambda t, x: -x), x0, (0.0, 5.0), solver="radau", rtol=1e-8,
+                   atol=1e-10, event=sf.Event(lambda t, x: x[..., 0] - 0.5, terminal=True))
+    exact = torch.log(2 * x0[:, 0])
+    assert sol.status == "event"
+    torch.testing.assert_close(sol.event_t, exact, rtol=1e-8, atol=0.0)
+
+
 # ------------------------------------------------------------------------------- Jacobians
 def test_user_jacobian_used_and_same_result() -> None:
     calls = []
