@@ -105,6 +105,7 @@ def test_verify_suite_measures_radau() -> None:
     assert abs(order.order - 5.0) <= 0.15
     for r in results[1:]:
         assert r.slope_range == (0.95, 1.55) and 0.95 <= r.slope <= 1.55, str(r)
+        assert r.to_dict()["expected"] == 1.25
     # the usual pairs keep the classical window
     assert sf.verify.tolerance_proportionality("dopri5").slope_range == (0.7, 1.3)
 
