@@ -196,6 +196,30 @@ def test_van_der_pol_mu_1000() -> None:
     assert sol.stats["steps"] < 3000
 
 
+def test_float32_backward_and_state_shapes() -> None:
+    """float32 (complex64 LU), time running backwards, a 0-dim state and a (B, 2, 2) state
+    (each path a 4-dim system)."""
+    a32 = A_STIFF.float()
+    s = sf.solve(sf.ODE(lambda t, x: x @ a32.T), X0.float(), (0.0, 2.0), solver="radau",
+                 rtol=1e-4, atol=1e-6)
+    assert s.x_final.dtype == torch.float32
+    assert float((s.x_final.double() - exact_linear(2.0)).abs().max()) < 1e-5
+    a2 = A_STIFF[:2, :2].clone()  # the damped rotation (backwards the -50 mode would blow up)
+    x1 = torch.tensor([1.0, 0.0], dtype=D64)
+    back = sf.solve(sf.ODE(lambda t, x: x @ a2.T), x1, (2.0, 0.0), solver="radau", rtol=1e-8,
+                    atol=1e-10)
+    torch.testing.assert_close(back.x_final, torch.linalg.matrix_exp(-2.0 * a2) @ x1,
+                               rtol=1e-7, atol=1e-9)
+    zero = sf.solve(sf.ODE(lambda t, x: -x), torch.tensor(1.0, dtype=D64), (0.0, 1.0),
+                    solver="radau", rtol=1e-8, atol=1e-10)
+    assert zero.x_final.shape == () and abs(float(zero.x_final) - math.exp(-1.0)) < 1e-9
+    rate = torch.arange(1, 5, dtype=D64)[:, None, None]
+    xb = torch.randn(4, 2, 2, dtype=D64, generator=torch.Generator().manual_seed(0))
+    sb = sf.solve(sf.ODE(lambda t, x: -rate * x), xb, (0.0, 1.0), solver="radau", rtol=1e-8,
+                  atol=1e-10)
+    torch.testing.assert_close(sb.x_final, xb * torch.exp(-rate), rtol=1e-7, atol=1e-10)
+
+
 # ------------------------------------------------------------------------------- batching
 def test_batched_paths_match_separate_solves() -> None:
     """B Robertson problems with different rate constants in one call: each path equals its
