@@ -60,7 +60,7 @@ def _format_table(rows: list[dict[str, Any]]) -> str:
             measured = f"slope {r['order']:.3f}, errors fall"
         elif r["mode"] == "tolerance":
             lo, hi = r["slope_range"]
-            theory = f"err~tol^1 [{lo:g},{hi:g}]"
+            theory = f"err~tol^{r['expected']:.3g} [{lo:g},{hi:g}]"
             measured = f"slope {r['order']:.3f}, max err/tol {r['worst_ratio']:.2g}"
         else:
             theory = "?" if r["expected"] is None else f"{r['expected']:g}"

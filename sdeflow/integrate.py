@@ -245,6 +245,10 @@ class AdaptiveStepper:
         self.after_reject = False
         self.last_bad = False
         self.u0: Tensor | None = None  # u(t0, x0), when the initial-step heuristic made it
+        # optional solver hook ``step_factor(ctrl, q, err, h, accepted, after_reject)``: the
+        # step-size factor in place of the controller's (None: the controller's); e.g. radau's
+        # predictive (Gustafsson) controller
+        self.factor_hook: Callable[..., float | None] | None = None
 
     @property
     def dt_min(self) -> float:
@@ -262,8 +266,12 @@ class AdaptiveStepper:
     def judge(self, err: float, h: float, landed: bool) -> bool:
         """Accept or reject a step with error norm ``err``; updates the next proposal."""
         ctrl = self.ctrl
+        hook = self.factor_hook
+        own = (hook(ctrl, self.q, err, abs(h), err <= 1.0, self.after_reject)
+               if hook is not None else None)
         if err <= 1.0:
-            fac = ctrl.accept_factor(err, self.errs[0], self.q, self.after_reject, self.errs[1])
+            fac = own if own is not None else ctrl.accept_factor(
+                err, self.errs[0], self.q, self.after_reject, self.errs[1])
             self.errs = [max(err, 1e-4), self.errs[0]]
             self.after_reject = False
             # a step cut short to land on a time says little about the next one: keep the
@@ -276,7 +284,7 @@ class AdaptiveStepper:
             return True
         self.last_bad = not math.isfinite(err)
         self.after_reject = True
-        self.h_abs = abs(h) * ctrl.reject_factor(err, self.q)
+        self.h_abs = abs(h) * (own if own is not None else ctrl.reject_factor(err, self.q))
         return False
 
     def too_small(self) -> bool:
@@ -576,6 +584,8 @@ def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl:
                               norm.of)
     st = AdaptiveStepper(ctrl, q, norm, t0, t1, landing, h0, dt_min, dt_max)
     st.u0 = u0
+    hook = getattr(solver, "step_factor", None)
+    st.factor_hook = hook if callable(hook) else None
     return st
 
 

@@ -6,7 +6,9 @@ Kvaerno5 when jax + diffrax import).
 Tables:
 1. Robertson (t = 1e5) and Van der Pol (mu = 1000, t = 3000), one path, rtol 1e-6 /
    atol 1e-10: steps, f-evaluations, Jacobians, LU factorisations, relative error (against
-   Radau at rtol 1e-12 / 1e-10), wall time.
+   Radau at rtol 1e-12 / 1e-10), wall time; then issue 12's targets per sdeflow solver:
+   steps against 1.3x diffrax's Kvaerno5 (the issue's 694 / 7,852 when diffrax is absent),
+   f-evaluations + Jacobians against 2x scipy's Radau, error against scipy's Radau.
 2. 1,000 Robertson problems (rate constants +-20%, seed 0) to t = 1e5 in one batched call
    against scipy's Radau looped over them (the loop timed on a subset and scaled; errors
    against per-problem Radau references at rtol 1e-11 on a subset).
@@ -35,6 +37,9 @@ D64 = torch.float64
 RTOL, ATOL = 1e-6, 1e-10
 LOOSE = 1e-4  # scipy's rtol in the equal-error comparison of the batched table
 MU = 1000.0
+SOLVERS = ("kvaerno5", "rodas5", "radau")
+#: diffrax Kvaerno5's steps in issue 12, used when jax/diffrax do not import
+DIFFRAX_STEPS = {"robertson_1e5": 694, "vdp_mu1000": 7852}
 
 
 # ------------------------------------------------------------------------------- problems
@@ -101,7 +106,7 @@ def single(quick: bool) -> list[dict[str, Any]]:
                          njac=s.njev, nlu=s.nlu, err=rel_error(s.y[:, -1], ref, c["rel"]),
                          wall=wall))
         x0 = torch.tensor(c["y0"], dtype=D64)
-        for name in ("kvaerno5", "rodas5"):
+        for name in SOLVERS:
             ode = c["torch"]()
             sf.solve(ode, x0, (0.0, c["t1"] * 1e-3), solver=name, rtol=RTOL, atol=ATOL)  # warm-up
             t0 = time.perf_counter()
@@ -161,7 +166,7 @@ def batched(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = dict(n=n)
     ode = rob_torch(k)
     sf.solve(ode, x0, (0.0, 1.0), solver="kvaerno5", rtol=RTOL, atol=ATOL)
-    for name in ("kvaerno5", "rodas5"):
+    for name in SOLVERS:
         t0 = time.perf_counter()
         sol = sf.solve(ode, x0, (0.0, t1), solver=name, rtol=RTOL, atol=ATOL)
         out[name] = dict(wall=time.perf_counter() - t0, steps=sol.stats["steps"],
@@ -182,15 +187,15 @@ def batched(quick: bool) -> dict[str, Any]:
         loose_x[i] = solve_ivp(f, (0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=LOOSE,
                                atol=ATOL, jac=jac).y[:, -1]
     out["scipy_loose_wall"] = (time.perf_counter() - t0) * n / len(sub)
-    errs: dict[str, list[float]] = {"scipy": [], "scipy_loose": [], "kvaerno5": [],
-                                    "rodas5": []}
+    errs: dict[str, list[float]] = {"scipy": [], "scipy_loose": [],
+                                    **{name: [] for name in SOLVERS}}
     for i in sub[:5]:
         f, jac = rob_np(tuple(k[i].tolist()))
         ref = solve_ivp(f, (0, t1), [1.0, 0.0, 0.0], method="Radau", rtol=1e-11, atol=1e-20,
                         jac=jac).y[:, -1]
         errs["scipy"].append(rel_error(loop_x[i], ref, "componentwise"))
         errs["scipy_loose"].append(rel_error(loose_x[i], ref, "componentwise"))
-        for name in ("kvaerno5", "rodas5"):
+        for name in SOLVERS:
             errs[name].append(rel_error(out[name]["x"][i], ref, "componentwise"))
     out["err"] = {kk: max(v) for kk, v in errs.items()}
     return out
@@ -217,6 +222,29 @@ def overhead(quick: bool) -> dict[str, float]:
     return res
 
 
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 12's targets for each sdeflow solver: steps <= 1.3x diffrax Kvaerno5's,
+    f-evaluations + Jacobians <= 2x scipy Radau's, error <= scipy Radau's."""
+    out = ["", "Targets (issue 12): steps <= 1.3x diffrax Kvaerno5, f-evals + Jacobians <= 2x "
+           "scipy Radau, error <= scipy Radau (ratios; ok when <= 1):", "",
+           "| problem | solver | steps / 1.3x diffrax | (f + J) / 2x Radau | error / Radau's "
+           "| all three |", "|---|---|---|---|---|---|"]
+    for case in CASES:
+        mine = {r["solver"]: r for r in rows if r["problem"] == case}
+        sp = mine["scipy Radau"]
+        dfx = mine.get("diffrax Kvaerno5")
+        dsteps, src = (dfx["steps"], "") if dfx else (DIFFRAX_STEPS[case], " (issue's)")
+        for name in SOLVERS:
+            r = mine[name]
+            work, budget = r["nfe"] + r["njac"], 2 * (sp["nfe"] + sp["njac"])
+            q = (r["steps"] / (1.3 * dsteps), work / budget, r["err"] / sp["err"])
+            ok = "yes" if all(v <= 1.0 for v in q) else "no"
+            out.append(f"| {case} | {name} | {r['steps']}/{1.3 * dsteps:.0f}{src} = {q[0]:.2f} | "
+                       f"{work}/{budget} = {q[1]:.2f} | "
+                       f"{r['err']:.2e}/{sp['err']:.2e} = {q[2]:.2f} | {ok} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -224,11 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     lines = ["| problem | solver | steps | f-evals | Jacobians | LU | rel. error | wall s |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in single(a.quick):
+    rows = single(a.quick)
+    for r in rows:
         lines.append(f"| {r['problem']} | {r['solver']} | {r['steps']} | "
                      f"{r['nfe'] if r['nfe'] >= 0 else '-'} | "
                      f"{r['njac'] if r['njac'] >= 0 else '-'} | "
                      f"{r['nlu'] if r['nlu'] >= 0 else '-'} | {r['err']:.2e} | {r['wall']:.3f} |")
+    lines += targets(rows)
     b = batched(a.quick)
     lines += ["", f"Batched Robertson, {b['n']} problems to t = 1e5 (rtol 1e-6, atol 1e-10):", "",
               "| method | wall s | speed-up vs scipy loop | max rel. error (5 problems) |",
@@ -238,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     lines.append(f"| scipy Radau rtol {LOOSE:g}, looped | {b['scipy_loose_wall']:.2f} | "
                  f"{b['scipy_wall'] / b['scipy_loose_wall']:.1f}x | "
                  f"{b['err']['scipy_loose']:.2e} |")
-    for name in ("kvaerno5", "rodas5"):
+    for name in SOLVERS:
         lines.append(f"| sdeflow {name}, one batched call ({b[name]['steps']} steps) | "
                      f"{b[name]['wall']:.2f} | {b['scipy_wall'] / b[name]['wall']:.1f}x | "
                      f"{b['err'][name]:.2e} |")

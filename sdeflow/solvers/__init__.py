@@ -36,6 +36,7 @@ from .implicit import (
     Rosenbrock,
 )
 from .multistep import AdamsBashforth3
+from .radau import Radau
 from .registry import get, names, register, resolve
 from .reversible import ReversibleHeun, ReversibleHeunODE
 from .rk import RK4, ButcherTableau, Euler, Heun, Midpoint, RK4Solver, RungeKutta
@@ -68,5 +69,5 @@ __all__ = [
     "noise_term", "ESDIRK", "ImplicitEuler", "Kvaerno3", "Kvaerno5", "Rosenbrock", "Rodas5",
     "ImplicitEulerMaruyama", "DDIM", "DPMSolver2", "DPMSolver3", "DPMSolverPP2M",
     "DPMSolverPP3M", "UniPC2", "UniPC3", "DPMSolverPP2MSDE", "ReversibleHeun",
-    "ReversibleHeunODE",
+    "ReversibleHeunODE", "Radau",
 ]

@@ -152,7 +152,8 @@ class ToleranceProportionality:
         tols: the tolerances (``rtol = atol = tol``).
         errors: the max-abs error at the final time against the exact/reference solution.
         nfe: function evaluations of each solve.
-        slope: least-squares slope of ``log(error)`` on ``log(tol)`` (ideal: 1).
+        slope: least-squares slope of ``log(error)`` on ``log(tol)`` (ideal: 1; ``p / (p_hat +
+            1)`` for a method of order ``p`` with an estimate of order ``p_hat``).
         slope_range: the accepted interval for ``slope``.
         passed: ``slope`` inside ``slope_range`` and every error below ``max_ratio * tol``.
     """
@@ -169,7 +170,9 @@ class ToleranceProportionality:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(mode="tolerance", order=self.slope, expected=1.0, ci=(self.slope, self.slope),
+        # the expected slope: the window's centre (p / (p_hat + 1) for the default window)
+        expected = round(0.5 * (self.slope_range[0] + self.slope_range[1]), 6)
+        d.update(mode="tolerance", order=self.slope, expected=expected, ci=(self.slope, self.slope),
                  worst_ratio=max(e / t for e, t in zip(self.errors, self.tols)))
         return d
 

@@ -35,12 +35,22 @@ def default_tolerances(inst: Any) -> list[float]:
     return [10.0 ** -(top + i) for i in range(n)]
 
 
+def expected_tolerance_slope(inst: Any) -> float:
+    """``p / (p_hat + 1)``: the slope of log(error) against log(tol) of an adaptive ODE solver
+    of order ``p`` with an estimate of order ``p_hat`` (1 when ``p_hat = p - 1`` or either is
+    undeclared)."""
+    p, q = inst.caps.order, inst.caps.error_order
+    if p is None or q is None:
+        return 1.0
+    return float(p) / (float(q) + 1.0)
+
+
 def tolerance_proportionality(
     solver: str | Any = "dopri5",
     problem: str = "linear",
     tols: Sequence[float] | None = None,
     dtype: torch.dtype = torch.float64,
-    slope_range: tuple[float, float] = (0.7, 1.3),
+    slope_range: tuple[float, float] | None = None,
     max_ratio: float = 100.0,
 ) -> ToleranceProportionality:
     """Check that an adaptive ODE solver's error is proportional to its tolerance.
@@ -52,7 +62,10 @@ def tolerance_proportionality(
     ``expm``; ``"rotation"``: the harmonic oscillator over 3.3 periods; ``"vdp"``: Van der Pol
     with mu = 2 against scipy's DOP853 at 1e-13), and fits ``log(error) = a + s log(tol)``. With
     error control on the embedded estimate and local extrapolation the global error is
-    ``~ C tol`` (docs/math.md §10.5), so ``s`` should be near 1.
+    ``~ C tol`` (docs/math.md §10.5), so ``s`` should be near 1. In general a method of order
+    ``p`` controlled by an estimate of order ``p_hat`` takes ``h ~ tol^(1/(p_hat + 1))``, so
+    ``s = p / (p_hat + 1)``: 1 for the usual pairs (``p_hat = p - 1``), 5/4 for radau
+    (order 5, estimate of order 3). The default ``slope_range`` is that value ``+- 0.3``.
 
     Returns:
         a :class:`ToleranceProportionality` with the fitted slope and ``passed``.
@@ -64,6 +77,9 @@ def tolerance_proportionality(
     if tols is None:
         tols = default_tolerances(inst)
     tl = _check_tols(tols)
+    if slope_range is None:
+        expected = expected_tolerance_slope(inst)
+        slope_range = (round(expected - 0.3, 6), round(expected + 0.3, 6))
     slope_range = _check_range(slope_range, "slope_range")
     max_ratio = _check_float(max_ratio, "max_ratio", positive=True)
     ode, x0, span, exact = _an.tolerance_problem(problem, dtype)
