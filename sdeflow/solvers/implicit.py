@@ -611,8 +611,8 @@ def stiffness_hint(stats: dict[str, Any]) -> str:
     share = rej / steps
     if share >= 0.1 or steps >= 10_000:
         return (f". This looks stiff ({steps} steps, {100 * share:.0f}% rejected): try an "
-                f"implicit solver, solver='kvaerno5' or solver='rodas5' (or 'kvaerno3'/'ros3p' at "
-                f"loose tolerances)")
+                f"implicit solver, solver='radau', solver='kvaerno5' or solver='rodas5' (or "
+                f"'kvaerno3'/'ros3p' at loose tolerances)")
     return ""
 
 
