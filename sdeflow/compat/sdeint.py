@@ -36,9 +36,9 @@ from ..controllers import PIController
 from ..problems import SDE
 from ..solvers.adaptive_sde import StepDoubling
 from ..solvers.reversible import ReversibleHeun
-from ..solvers.sde import EulerMaruyama, Milstein, MilsteinStratonovich, StochasticHeun
+from ..solvers.sde import SRA1, EulerMaruyama, Milstein, MilsteinStratonovich, StochasticHeun
 from ._brownian import TorchsdeBrownian, is_torchsde_bm
-from ._solvers import EulerHeun, SDEMidpoint, SRA1Matrix
+from ._solvers import EulerHeun, SDEMidpoint
 
 Tensor = torch.Tensor
 
@@ -107,7 +107,7 @@ def _method(method: Any, noise: str, kind: str, options: dict[str, Any]) -> Any:
         d = "finite_difference" if gf else "autograd"
         return Milstein(d) if kind == "ito" else MilsteinStratonovich(d)
     if method == "srk":
-        return SRA1Matrix()
+        return SRA1()
     return {"heun": StochasticHeun, "midpoint": SDEMidpoint, "euler_heun": EulerHeun,
             "reversible_heun": ReversibleHeun}[method]()
 
@@ -161,22 +161,18 @@ def _build(sde: Any, y0: Tensor, ts: Any, bm: Any, method: Any, dt: Any, adaptiv
     with torch.no_grad():
         g0 = g(t0, y0)
     m = _shape_check(noise, y0, g0)
-    # torchsde shapes -> sdeflow noise types
-    if noise == "diagonal":
-        sf_noise, gf = "diagonal", g
-    elif noise == "scalar":
-        sf_noise = "scalar"
-
+    # torchsde shapes -> sdeflow noise types: the same names; scalar noise (batch, d, 1) is
+    # sdeflow's (batch, d) with one Brownian motion, and additive (batch, d, m) is the core's
+    # matrix form of additive noise
+    gf = g
+    if noise == "scalar":
         def gf(t: Tensor, y: Tensor) -> Tensor:
             return g(t, y).squeeze(-1)
-    else:
-        sf_noise, gf = "general", g
+    sf_noise = noise
     if logqp:
         f, gf, y0, sf_noise = _logqp(f, gf, h, y0, sf_noise)
         if noise == "diagonal":
             m = m + 1
-    if noise == "additive" and isinstance(solver, (EulerMaruyama, SRA1Matrix)):
-        kind = "ito"  # additive noise: Ito and Stratonovich coincide
     problem = SDE(drift=f, diffusion=gf, noise=sf_noise, kind=kind)
     tl = [float(v) for v in ts.detach().tolist()]
     brownian = None
@@ -191,7 +187,7 @@ def _build(sde: Any, y0: Tensor, ts: Any, bm: Any, method: Any, dt: Any, adaptiv
                                 dense=False, step_ts=None, jump_ts=None, max_steps=None,
                                 dt0=None, on_failure="raise")
     if adaptive:
-        if isinstance(solver, (SRA1Matrix, ReversibleHeun)):
+        if isinstance(solver, (SRA1, ReversibleHeun)):
             raise ValueError(f"adaptive: method={method!r} has no error estimate here; use "
                              f"euler, milstein, heun, midpoint or euler_heun")
         args.update(solver=StepDoubling(solver), rtol=float(rtol), atol=float(atol),
@@ -209,6 +205,7 @@ def _logqp(f: Any, g: Any, h: Any, y0: Tensor, noise: str) -> tuple[Any, Any, Te
             return _stable_div(fy - hy, gy)
         if noise == "scalar":
             gy = gy.unsqueeze(-1)
+        # general and additive: a (batch, d, m) matrix
         return torch.matmul(torch.linalg.pinv(gy), (fy - hy).unsqueeze(-1)).squeeze(-1)
 
     def fa(t: Tensor, y: Tensor) -> Tensor:
@@ -219,7 +216,7 @@ def _logqp(f: Any, g: Any, h: Any, y0: Tensor, noise: str) -> tuple[Any, Any, Te
     def ga(t: Tensor, y: Tensor) -> Tensor:
         x = y[:, :-1]
         gx = g(t, x)
-        if noise == "general":
+        if noise in ("general", "additive"):  # a (batch, d, m) matrix
             return torch.cat([gx, gx.new_zeros(gx.shape[0], 1, gx.shape[2])], dim=1)
         return torch.cat([gx, gx.new_zeros(gx.shape[0], 1)], dim=1)
 
