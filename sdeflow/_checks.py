@@ -28,15 +28,30 @@ SEED_LIMIT = 2**63
 def problem(p: Any, t_span: Any = None) -> ODE | SDE:
     if isinstance(p, (ODE, SDE)):
         return p
-    if hasattr(p, "f") and hasattr(p, "g") and (hasattr(p, "noise_type") or
-                                                hasattr(p, "sde_type")):
-        raise TypeError("problem: this looks like a torchsde SDE object (f, g, noise_type, "
-                        "sde_type); use sdeflow.compat.sdeint(sde, y0, ts, ...) or wrap it as "
-                        "sdeflow.SDE(drift=sde.f, diffusion=sde.g, noise=..., kind=...)")
+    tsde = [a for a in ("noise_type", "sde_type") if hasattr(p, a)]
+    fg = [a for a in ("f", "g", "f_and_g", "g_prod") if callable(getattr(p, a, None))]
+    if tsde or (("f" in fg or "f_and_g" in fg) and len(fg) >= 2 and not _own_call(p)):
+        missing = [a for a in ("noise_type", "sde_type") if a not in tsde]
+        note = (f" (it has no {' or '.join(missing)}: torchsde SDEs declare noise_type in "
+                f"('diagonal', 'scalar', 'additive', 'general') and sde_type in ('ito', "
+                f"'stratonovich'))") if missing else ""
+        raise TypeError(f"problem: this looks like a torchsde SDE object (methods "
+                        f"{', '.join(fg) or 'none'}){note}; sdeflow.solve takes an sdeflow ODE "
+                        f"or SDE, or a plain callable f(t, x) for an ODE: use "
+                        f"sdeflow.compat.sdeint(sde, y0, ts, ...) or wrap it as "
+                        f"sdeflow.SDE(drift=sde.f, diffusion=sde.g, noise=..., kind=...)")
     if callable(p) and not isinstance(p, type):
-        return ODE(p)
+        return ODE(p)  # torchdiffeq's func(t, y): an ODE
     raise TypeError(f"problem: expected an sdeflow ODE or SDE (or a callable f(t, x) for an "
                     f"ODE), got {type(p).__name__}")
+
+
+def _own_call(p: Any) -> bool:
+    """Whether ``p(t, x)`` does something: a function, an object with ``__call__``, or an
+    ``nn.Module`` whose ``forward`` is defined (torchsde SDE modules define none)."""
+    if isinstance(p, torch.nn.Module):
+        return type(p).forward is not torch.nn.Module.forward
+    return callable(p)
 
 
 def state(x0: Any, is_sde: bool) -> None:
@@ -252,8 +267,8 @@ def _signature_ok(fn: Callable[..., Any]) -> bool:
 
 def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
           expect: Callable[[Tensor, Tensor], str | None] | None, like: Tensor,
-          first_extra: Callable[[Tensor, Tensor, Tensor], None] | None = None
-          ) -> Callable[[Tensor, Tensor], Tensor]:
+          first_extra: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+          hint: str = "") -> Callable[[Tensor, Tensor], Tensor]:
     """Count calls of ``fn``; check every output's type, shape and dtype, and the device (and
     ``first_extra``) on the first call. ``expect=None`` means "the state's shape" (the fast
     path: one comparison per call)."""
@@ -267,6 +282,8 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
             raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
                             f"{type(out).__name__}")
         msg = (expect or _same_shape)(out, x)
+        if msg is not None and hint:
+            msg += hint
         if msg is None and out.dtype != x.dtype:
             msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
         if msg is not None:
@@ -354,7 +371,12 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
         return None
 
     fc = _wrap(f, "drift", counter, "f", None, x0)
-    gc = _wrap(g, "diffusion", counter, "g", matrix if m is not None else None, x0)
+    hint = {"scalar": f" or {(*tuple(x0.shape), 1)} (scalar noise, one Brownian motion per "
+                      f"path)",
+            "diagonal": " (diagonal noise; for a (..., d, m) matrix declare noise='general', "
+                        "or 'additive' if it does not depend on x)"}.get(p.noise, "")
+    gc = _wrap(g, "diffusion", counter, "g", matrix if m is not None else None, x0,
+               hint=hint)
     return (Terms(p, f=fc, g=gc, noise=p.noise, kind=p.kind, adaptive=adaptive, m=m),
             lambda: counter.stats(True), m)
 

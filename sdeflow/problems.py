@@ -14,7 +14,8 @@ the dtype and device of the state, ``x`` is a tensor whose leading dimensions ar
   ``diagonal``  ``(..., d)``            ``(..., d)``             ``g * dW`` (elementwise)
   ``additive``  ``(..., d)``, g(t) only ``(..., d)``             ``g * dW``
   ``additive``  ``(..., d, m)``, g(t)   ``(..., m)``             ``g @ dW`` (a d x m matrix)
-  ``scalar``    ``(..., d)``            ``(..., 1)``             ``g * dW`` (one W per path)
+  ``scalar``    ``(..., d)`` or         ``(..., 1)``             ``g * dW`` (one W per path)
+                ``(..., d, 1)``
   ``general``   ``(..., d, m)``         ``(..., m)``             ``g @ dW``
   ============  ======================  =======================  ===========================
 
@@ -51,6 +52,17 @@ def _two_args(fn: Callable[..., Tensor], name: str) -> None:
     except TypeError:
         raise TypeError(f"{name}: expected a callable {name}(t, x) of two arguments (time and "
                         f"state), got one with signature {sig}") from None
+
+
+def _scalar_column(g: Field) -> Field:
+    """``g`` with a trailing Brownian dimension of size 1 dropped: ``(..., d, 1) -> (..., d)``."""
+    def column(t: Tensor, x: Tensor) -> Tensor:
+        out = g(t, x)
+        if isinstance(out, Tensor) and out.dim() == x.dim() + 1 and out.shape[-1] == 1:
+            return out.squeeze(-1)
+        return out
+
+    return column
 
 
 class ODE:
@@ -155,9 +167,12 @@ class SDE:
         return self._diffusion(t, x)
 
     def _fields(self) -> tuple[Field, Field]:
-        """The fastest callables equal to :meth:`drift` and :meth:`diffusion`."""
+        """The fastest callables equal to :meth:`drift` and :meth:`diffusion` (for scalar noise
+        given as ``(..., d, 1)``, torchsde's shape, the diffusion's last dimension dropped)."""
         f = self._drift if type(self).drift is SDE.drift else self.drift
         g = self._diffusion if type(self).diffusion is SDE.diffusion else self.diffusion
+        if self.noise == "scalar":
+            return f, _scalar_column(g)
         return f, g
 
     def brownian_shape(self, x_shape: torch.Size, m: int | None = None) -> tuple[int, ...]:
