@@ -11,6 +11,8 @@ does not cover), rewritten here from google-research/torchsde ``tests/problems.p
 * ``FGSDE``, ``FAndGSDE``, ``GProdSDE``, ``FAndGProdSDE``, ``FAndGGProdSDE1/2``:
   ``test_specialised_functions`` -- torchsde asserts the six give identical results; here each
   equals torchsde's to 1e-12.
+* ``test_adjoint.py::test_against_numerical``: sdeint_adjoint's parameter gradients against
+  finite differences, torchsde's tolerances.
 * ``test_sdeint_run_shape_method``: which (noise type, sde type, method, Brownian object,
   logqp) combinations run and which raise a ``ValueError`` before any work, with torchsde's rules
   and the documented differences (docs/compat.md): ``srk`` is SRA1, additive noise only
@@ -30,9 +32,12 @@ import pytest
 import torch
 from torch import nn
 
+import sdeflow as sf
 from sdeflow import compat
 
 torchsde = pytest.importorskip("torchsde")
+import test_compat_torchsde as base  # noqa: E402  (examples 1-3 and the neural SDEs)
+
 torch.set_num_threads(1)
 DT = torch.float64
 BATCH, D, M = 4, 3, 2
@@ -383,3 +388,66 @@ def test_sdeint_run_shape_method(cls, sde_type, method, levy, logqp):
     assert ys.shape == (STEPS, BATCH, D) and bool(torch.isfinite(ys).all())
     if logqp:
         assert lr.shape == (STEPS - 1, BATCH)
+
+
+# ------------------------------------------------- test_adjoint.py::test_against_numerical
+def _gradcheck_cases():
+    for cls in (base.ExDiagonal, base.ExScalar, base.ExAdditive, "general"):
+        for kind, method in (("ito", "milstein"), ("ito", "srk"), ("stratonovich", "midpoint"),
+                             ("stratonovich", "reversible_heun")):
+            noise = cls if cls == "general" else cls.noise_type
+            if method == "srk" and noise != "additive":
+                continue  # sdeflow's srk is SRA1 (torchsde runs its SRI scheme there)
+            if noise == "general" and method in ("milstein", "srk"):
+                continue  # as torchsde's test
+            make = (lambda k: base.Neural("general", sde_type=k, seed=0)) if cls == "general" \
+                else (lambda k, c=cls: c(d=3, m=2, sde_type=k, seed=0))
+            yield pytest.param(make, noise, kind, method, id=f"{noise}-{kind}-{method}")
+
+
+@pytest.mark.parametrize("make, noise, kind, method", list(_gradcheck_cases()))
+def test_adjoint_against_numerical(make, noise, kind, method):
+    """sdeint_adjoint's parameter gradients of mean |y(0.5)|^2 (batch 4, d 3, dt 1e-3, y0 = 0.1)
+    against central finite differences (eps 1e-6) on one fixed Brownian path, with torchsde's
+    tolerances: rtol = atol = 1e-2, reversible Heun 1e-6. Examples 1-3 (a few parameters):
+    every coordinate; the neural general-noise SDE: two random directions."""
+    sde = make(kind)
+    m = {"diagonal": 3, "scalar": 1, "additive": 2, "general": 2}[noise]
+    ts = torch.tensor([0.0, 0.5], dtype=DT)
+    y0 = torch.full((4, 3), 0.1, dtype=DT)
+    bm = sf.BrownianPath((4, m), 0.0, 0.5, seed=1, dtype=DT)
+    rev = method == "reversible_heun"
+    tol = 1e-6 if rev else 1e-2
+
+    def loss():
+        ys = compat.sdeint_adjoint(sde, y0, ts, dt=1e-3, method=method, bm=bm,
+                                   adjoint_method="adjoint_reversible_heun" if rev else None)
+        return (ys[-1] ** 2).sum(dim=1).mean(dim=0)
+
+    params = list(sde.parameters())
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss(), params)])
+    flat = [p.view(-1) for p in params]
+    n = sum(f.numel() for f in flat)
+    if noise == "general":
+        gen = torch.Generator().manual_seed(0)
+        dirs = [torch.randn(n, generator=gen, dtype=DT) for _ in range(2)]
+    else:
+        dirs = list(torch.eye(n, dtype=DT))
+    eps = 1e-6
+
+    def shift(v, s):
+        k = 0
+        for f in flat:
+            f.add_(s * v[k:k + f.numel()])
+            k += f.numel()
+
+    with torch.no_grad():
+        for v in dirs:
+            shift(v, eps)
+            a = loss()
+            shift(v, -2 * eps)
+            b = loss()
+            shift(v, eps)
+            fd = float((a - b) / (2 * eps))
+            an = float(grad @ v)
+            assert abs(an - fd) <= tol + tol * abs(fd), (an, fd)
