@@ -2,8 +2,8 @@
 
 Every check raises ``TypeError``/``ValueError`` naming the argument before any work is done.
 The fields are wrapped once per solve: each call is counted (``Solution.stats["nfe"]``) and its
-output's shape and dtype checked (device and, for additive noise, x-independence on the first
-call).
+output's shape and dtype checked (device on the first call). An additive diffusion is probed
+once at the start: its form (elementwise or a ``(..., d, m)`` matrix) and its x-independence.
 """
 
 from __future__ import annotations
@@ -28,15 +28,30 @@ SEED_LIMIT = 2**63
 def problem(p: Any, t_span: Any = None) -> ODE | SDE:
     if isinstance(p, (ODE, SDE)):
         return p
-    if hasattr(p, "f") and hasattr(p, "g") and (hasattr(p, "noise_type") or
-                                                hasattr(p, "sde_type")):
-        raise TypeError("problem: this looks like a torchsde SDE object (f, g, noise_type, "
-                        "sde_type); use sdeflow.compat.sdeint(sde, y0, ts, ...) or wrap it as "
-                        "sdeflow.SDE(drift=sde.f, diffusion=sde.g, noise=..., kind=...)")
+    tsde = [a for a in ("noise_type", "sde_type") if hasattr(p, a)]
+    fg = [a for a in ("f", "g", "f_and_g", "g_prod") if callable(getattr(p, a, None))]
+    if tsde or (("f" in fg or "f_and_g" in fg) and len(fg) >= 2 and not _own_call(p)):
+        missing = [a for a in ("noise_type", "sde_type") if a not in tsde]
+        note = (f" (it has no {' or '.join(missing)}: torchsde SDEs declare noise_type in "
+                f"('diagonal', 'scalar', 'additive', 'general') and sde_type in ('ito', "
+                f"'stratonovich'))") if missing else ""
+        raise TypeError(f"problem: this looks like a torchsde SDE object (methods "
+                        f"{', '.join(fg) or 'none'}){note}; sdeflow.solve takes an sdeflow ODE "
+                        f"or SDE, or a plain callable f(t, x) for an ODE: use "
+                        f"sdeflow.compat.sdeint(sde, y0, ts, ...) or wrap it as "
+                        f"sdeflow.SDE(drift=sde.f, diffusion=sde.g, noise=..., kind=...)")
     if callable(p) and not isinstance(p, type):
-        return ODE(p)
+        return ODE(p)  # torchdiffeq's func(t, y): an ODE
     raise TypeError(f"problem: expected an sdeflow ODE or SDE (or a callable f(t, x) for an "
                     f"ODE), got {type(p).__name__}")
+
+
+def _own_call(p: Any) -> bool:
+    """Whether ``p(t, x)`` does something: a function, an object with ``__call__``, or an
+    ``nn.Module`` whose ``forward`` is defined (torchsde SDE modules define none)."""
+    if isinstance(p, torch.nn.Module):
+        return type(p).forward is not torch.nn.Module.forward
+    return callable(p)
 
 
 def state(x0: Any, is_sde: bool) -> None:
@@ -252,8 +267,8 @@ def _signature_ok(fn: Callable[..., Any]) -> bool:
 
 def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
           expect: Callable[[Tensor, Tensor], str | None] | None, like: Tensor,
-          first_extra: Callable[[Tensor, Tensor, Tensor], None] | None = None
-          ) -> Callable[[Tensor, Tensor], Tensor]:
+          first_extra: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+          hint: str = "") -> Callable[[Tensor, Tensor], Tensor]:
     """Count calls of ``fn``; check every output's type, shape and dtype, and the device (and
     ``first_extra``) on the first call. ``expect=None`` means "the state's shape" (the fast
     path: one comparison per call)."""
@@ -267,6 +282,8 @@ def _wrap(fn: Callable[..., Any], name: str, counter: Counter, slot: str,
             raise TypeError(f"{name}: expected a tensor from {name}(t, x), got "
                             f"{type(out).__name__}")
         msg = (expect or _same_shape)(out, x)
+        if msg is not None and hint:
+            msg += hint
         if msg is None and out.dtype != x.dtype:
             msg = f"returned dtype {out.dtype}, expected the state's dtype {x.dtype}"
         if msg is not None:
@@ -332,34 +349,74 @@ def terms(p: ODE | SDE, x0: Tensor, t0: float, brownian: Any, adaptive: bool
             gprobe = _wrap(g, "diffusion", counter, "g", _general_any, x0)
             tt = torch.full((), t0, dtype=x0.dtype, device=x0.device)
             m = int(gprobe(tt, x0).shape[-1])
+    elif p.noise == "additive":
+        m = _additive_probe(g, counter, x0, t0)
+        if brownian is not None:
+            want = p.brownian_shape(x0.shape, m)
+            got = tuple(brownian.shape)
+            if got != want:
+                form = (f"a ({x0.shape[-1]} x {m}) matrix per path" if m is not None
+                        else "x's shape (elementwise)")
+                raise ValueError(f"brownian: shape {got}, but the additive diffusion returns "
+                                 f"{form}, which needs a Brownian motion of shape {want}")
     m_fixed = m
 
-    def general(out: Tensor, x: Tensor) -> str | None:
+    def matrix(out: Tensor, x: Tensor) -> str | None:
         if out.dim() != x.dim() + 1 or out.shape[:-1] != x.shape:
-            return (f"general noise: returned shape {tuple(out.shape)}, expected "
+            return (f"{p.noise} noise: returned shape {tuple(out.shape)}, expected "
                     f"{(*tuple(x.shape), 'm')} (the state's shape plus the Brownian dimension m)")
         if out.shape[-1] != m_fixed:
-            return (f"general noise: returned m={out.shape[-1]} Brownian columns, but the "
+            return (f"{p.noise} noise: returned m={out.shape[-1]} Brownian columns, but the "
                     f"Brownian motion has m={m_fixed}")
         return None
 
-    extra = None
-    if p.noise == "additive":
-        def extra(t: Tensor, x: Tensor, out: Tensor) -> None:
-            counter.add("g")  # the probe is a call of g: counted
-            with torch.no_grad():
-                other = g(t, x.detach() * 1.5 + 0.5)
-            if isinstance(other, Tensor) and other.shape == out.shape and not torch.allclose(
-                    other, out.detach(), rtol=1e-10, atol=1e-12):
-                raise ValueError("diffusion: noise='additive' needs g(t, x) independent of x, "
-                                 "but it changed with x; declare noise='diagonal' (or "
-                                 "'scalar'/'general')")
-
     fc = _wrap(f, "drift", counter, "f", None, x0)
-    gc = _wrap(g, "diffusion", counter, "g", general if p.noise == "general" else None,
-               x0, extra)
+    hint = {"scalar": f" or {(*tuple(x0.shape), 1)} (scalar noise, one Brownian motion per "
+                      f"path)",
+            "diagonal": " (diagonal noise; for a (..., d, m) matrix declare noise='general', "
+                        "or 'additive' if it does not depend on x)"}.get(p.noise, "")
+    gc = _wrap(g, "diffusion", counter, "g", matrix if m is not None else None, x0,
+               hint=hint)
     return (Terms(p, f=fc, g=gc, noise=p.noise, kind=p.kind, adaptive=adaptive, m=m),
             lambda: counter.stats(True), m)
+
+
+def _additive_probe(g: Callable[..., Any], counter: Counter, x0: Tensor, t0: float
+                    ) -> int | None:
+    """The form of an additive diffusion, from two counted calls at ``t0`` (docs/math.md §1.2):
+    ``None`` for the elementwise form (``g`` of x's shape), ``m`` for a ``(..., d, m)`` matrix.
+    The second call, at another state, checks that ``g`` does not depend on ``x``."""
+    tt = torch.full((), t0, dtype=x0.dtype, device=x0.device)
+    xd = x0.detach()
+    counter.add("g", 2)
+    with torch.no_grad():
+        out = g(tt, xd)
+        other = g(tt, xd * 1.5 + 0.5)
+    where = f" (at t={t0:.6g})"
+    if not isinstance(out, Tensor):
+        raise TypeError(f"diffusion: expected a tensor from diffusion(t, x), got "
+                        f"{type(out).__name__}{where}")
+    shape = tuple(x0.shape)
+    if tuple(out.shape) == shape:
+        m = None
+    elif out.dim() == x0.dim() + 1 and tuple(out.shape[:-1]) == shape and out.shape[-1] >= 1:
+        m = int(out.shape[-1])
+    else:
+        raise ValueError(f"diffusion: noise='additive' expects g(t, x) of the state's shape "
+                         f"{shape} (elementwise) or {(*shape, 'm')} (a d x m matrix, m >= 1 "
+                         f"Brownian motions), got shape {tuple(out.shape)}{where}")
+    if out.dtype != x0.dtype:
+        raise ValueError(f"diffusion: returned dtype {out.dtype}, expected the state's dtype "
+                         f"{x0.dtype}{where}")
+    if out.device != x0.device:
+        raise ValueError(f"diffusion: returned a tensor on {out.device}, expected the state's "
+                         f"device {x0.device}")
+    if not isinstance(other, Tensor) or other.shape != out.shape or not torch.allclose(
+            other, out, rtol=1e-10, atol=1e-12, equal_nan=True):
+        raise ValueError("diffusion: noise='additive' needs g(t, x) independent of x, "
+                         "but it changed with x; declare noise='diagonal' (or "
+                         "'scalar'/'general')")
+    return m
 
 
 def _general_any(out: Tensor, x: Tensor) -> str | None:
@@ -381,5 +438,6 @@ def check_span(bm: Any, p: SDE, x0: Tensor, t0: float, t1: float) -> None:
     from .brownian import check_compatible  # noqa: PLC0415  (only SDE solves with a path)
 
     shape = tuple(bm.shape)
-    m = shape[-1] if p.noise == "general" and shape else None
+    # general noise reads m from the path; an additive path was matched to g in ``terms``
+    m = shape[-1] if p.noise in ("general", "additive") and shape else None
     check_compatible(bm, p.brownian_shape(x0.shape, m), x0.dtype, x0.device, (t0, t1))

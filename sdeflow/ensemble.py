@@ -302,7 +302,7 @@ def _check(problem: Any, x0: Any, n_paths: Any, t_span: Any, ts: Any, solver: An
             raise ValueError(f"statistics: {label!r} must return one value per path, a tensor "
                              f"[n, ...] (called on ys [T, n, d] with n=1 it returned {got})")
     m = None
-    if problem.noise == "general":
+    if problem.noise in ("general", "additive"):  # additive: (..., d) or a (..., d, m) matrix
         g = problem._fields()[1]
         m = int(g(torch.zeros((), dtype=like.dtype, device=like.device), like).shape[-1])
     bshape = problem.brownian_shape(like.shape, m)

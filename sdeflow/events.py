@@ -296,7 +296,9 @@ class Monitor:
         tt = torch.full((), t, dtype=x.dtype, device=x.device)
         gfun = sde._fields()[1]
         with torch.no_grad():
-            gx = gfun(tt, x.detach()).reshape(self.n, -1)
+            graw = gfun(tt, x.detach())
+        matrix = graw.dim() == x.dim() + 1  # additive noise as a (..., d, m) matrix
+        gx = graw.reshape(self.n, -1, graw.shape[-1]) if matrix else graw.reshape(self.n, -1)
         out = []
         for ev, c, g0, g1 in zip(self.events, cross, g_old, g_new):
             if not ev.bridge:
@@ -307,7 +309,9 @@ class Monitor:
                 val = ev.fn(tt, xr)
                 grad, = torch.autograd.grad(val.sum(), xr)
             gr = grad.reshape(self.n, -1)
-            if sde.noise == "scalar":
+            if matrix:  # Var(grad . G dW) / h = |G^T grad|^2
+                var = ((gr.unsqueeze(-1) * gx).sum(-2) ** 2).sum(-1)
+            elif sde.noise == "scalar":
                 var = (gr * gx).sum(-1) ** 2
             else:
                 var = ((gr * gx) ** 2).sum(-1)

@@ -13,9 +13,16 @@ the dtype and device of the state, ``x`` is a tensor whose leading dimensions ar
   ============  ======================  =======================  ===========================
   ``diagonal``  ``(..., d)``            ``(..., d)``             ``g * dW`` (elementwise)
   ``additive``  ``(..., d)``, g(t) only ``(..., d)``             ``g * dW``
-  ``scalar``    ``(..., d)``            ``(..., 1)``             ``g * dW`` (one W per path)
+  ``additive``  ``(..., d, m)``, g(t)   ``(..., m)``             ``g @ dW`` (a d x m matrix)
+  ``scalar``    ``(..., d)`` or         ``(..., 1)``             ``g * dW`` (one W per path)
+                ``(..., d, 1)``
   ``general``   ``(..., d, m)``         ``(..., m)``             ``g @ dW``
   ============  ======================  =======================  ===========================
+
+Additive noise (``g`` independent of ``x``) comes in two forms, told apart by the shape ``g``
+returns (``solve`` calls it once at the start): elementwise ``(..., d)`` (diagonal, ``m = d``)
+or a matrix ``(..., d, m)`` with ``m`` Brownian motions, ``m`` any positive size (torchsde's
+convention). Both run with every additive-noise scheme, SRA1 included (docs/math.md §6.4).
 
 Either pass callables or subclass and override the methods.
 """
@@ -45,6 +52,17 @@ def _two_args(fn: Callable[..., Tensor], name: str) -> None:
     except TypeError:
         raise TypeError(f"{name}: expected a callable {name}(t, x) of two arguments (time and "
                         f"state), got one with signature {sig}") from None
+
+
+def _scalar_column(g: Field) -> Field:
+    """``g`` with a trailing Brownian dimension of size 1 dropped: ``(..., d, 1) -> (..., d)``."""
+    def column(t: Tensor, x: Tensor) -> Tensor:
+        out = g(t, x)
+        if isinstance(out, Tensor) and out.dim() == x.dim() + 1 and out.shape[-1] == 1:
+            return out.squeeze(-1)
+        return out
+
+    return column
 
 
 class ODE:
@@ -144,22 +162,33 @@ class SDE:
         return self._drift(t, x)
 
     def diffusion(self, t: Tensor, x: Tensor) -> Tensor:
-        """``g(t, x)``: ``(..., d)``, or ``(..., d, m)`` for general noise."""
+        """``g(t, x)``: ``(..., d)``, or ``(..., d, m)`` for general noise and for additive noise
+        given as a matrix."""
         return self._diffusion(t, x)
 
     def _fields(self) -> tuple[Field, Field]:
-        """The fastest callables equal to :meth:`drift` and :meth:`diffusion`."""
+        """The fastest callables equal to :meth:`drift` and :meth:`diffusion` (for scalar noise
+        given as ``(..., d, 1)``, torchsde's shape, the diffusion's last dimension dropped)."""
         f = self._drift if type(self).drift is SDE.drift else self.drift
         g = self._diffusion if type(self).diffusion is SDE.diffusion else self.diffusion
+        if self.noise == "scalar":
+            return f, _scalar_column(g)
         return f, g
 
     def brownian_shape(self, x_shape: torch.Size, m: int | None = None) -> tuple[int, ...]:
-        """Shape of the Brownian motion driving a state of shape ``x_shape``."""
+        """Shape of the Brownian motion driving a state of shape ``x_shape``.
+
+        ``m``: the Brownian dimension, the last size of what ``diffusion`` returns when that is a
+        matrix ``(..., d, m)`` (general noise: required; additive noise: ``None`` means the
+        elementwise form, ``m = d``).
+        """
         if self.noise == "scalar":
             return (*x_shape[:-1], 1)
         if self.noise == "general":
             if m is None:
                 raise ValueError("general noise: the Brownian dimension m is read from diffusion")
+            return (*x_shape[:-1], m)
+        if self.noise == "additive" and m is not None:
             return (*x_shape[:-1], m)
         return tuple(x_shape)
 

@@ -1,5 +1,5 @@
 """Schemes torchsde offers that the core does not register: the Stratonovich midpoint and
-Euler--Heun methods, and SRA1 on additive noise given as a constant ``(..., d, m)`` matrix.
+Euler--Heun methods (SRA1 on torchsde's ``(..., d, m)`` additive noise is the core's ``sra1``).
 
 Formulas (``dW`` the increment, ``g dW`` elementwise or a matrix-vector product):
 
@@ -8,7 +8,6 @@ Formulas (``dW`` the increment, ``g dW`` elementwise or a matrix-vector product)
   noise);
 * Euler--Heun: ``x' = x + g(t, x) dW``,
   ``x_new = x + h f(t, x) + 1/2 (g(t, x) + g(t + h, x')) dW``;
-* SRA1 (matrix): the core's SRA1 tableau with ``g`` applied as a matrix.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Any
 import torch
 
 from ..solvers.base import Capabilities, Noise, Solver, StepResult, Terms, noise_term, sde_orders
-from ..solvers.sde import SRA, SRA1_TABLEAU
 
 Tensor = torch.Tensor
 _ALL = ("diagonal", "scalar", "additive", "general")
@@ -62,42 +60,4 @@ class EulerHeun(Solver, register=False):
         return StepResult(x_new, None, None, None)
 
 
-class SRA1Matrix(SRA, register=False):
-    """SRA1 for additive noise whose diffusion is a constant ``(..., d, m)`` matrix (declared
-    ``general``; the caller guarantees that ``g`` does not depend on ``x``)."""
-
-    name = "sra1"
-    tableau = SRA1_TABLEAU
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.caps = Capabilities(sde=True, order=2.0, noise_types=("general",),  # type: ignore[misc]
-                                 kinds=("ito", "stratonovich"), space_time=True,
-                                 **sde_orders(1.5, 2.0, ("general",)))
-
-    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
-             state: Any, noise: Noise) -> StepResult:
-        f, g = terms.f, terms.g
-        mv = noise_term("general")
-        dw, i10 = noise  # type: ignore[misc]
-        ih = i10 / h
-        gs = {j: g(tt[self._i1[j]], x) for j in self._g_used}  # type: ignore[misc]
-        fs: list[Tensor] = []
-        for i in range(len(self._i0)):
-            hi = x
-            if self._a0[i] or self._b0[i]:
-                hi = x.clone()
-                for j, a in self._a0[i]:
-                    hi = hi + a * h * fs[j]
-                for j, b in self._b0[i]:
-                    hi = hi + mv(gs[j], ih * b)
-            fs.append(f(tt[self._i0[i]], hi))  # type: ignore[misc]
-        y = x
-        for i, a in self._alpha:
-            y = y + a * h * fs[i]
-        for j, b1, b2 in self._out_w:
-            y = y + mv(gs[j], dw * b1 + ih * b2)
-        return StepResult(y, None, None, None)
-
-
-__all__ = ["SDEMidpoint", "EulerHeun", "SRA1Matrix"]
+__all__ = ["SDEMidpoint", "EulerHeun"]

@@ -36,9 +36,9 @@ from ..controllers import PIController
 from ..problems import SDE
 from ..solvers.adaptive_sde import StepDoubling
 from ..solvers.reversible import ReversibleHeun
-from ..solvers.sde import EulerMaruyama, Milstein, MilsteinStratonovich, StochasticHeun
+from ..solvers.sde import SRA1, EulerMaruyama, Milstein, MilsteinStratonovich, StochasticHeun
 from ._brownian import TorchsdeBrownian, is_torchsde_bm
-from ._solvers import EulerHeun, SDEMidpoint, SRA1Matrix
+from ._solvers import EulerHeun, SDEMidpoint
 
 Tensor = torch.Tensor
 
@@ -51,10 +51,11 @@ _FITS = {
     "midpoint": (("stratonovich",), NOISE), "euler_heun": (("stratonovich",), NOISE),
     "reversible_heun": (("stratonovich",), NOISE),
 }
-NAMES = ("drift", "diffusion", "prior_drift")
+NAMES = ("drift", "diffusion", "prior_drift", "drift_and_diffusion", "drift_and_diffusion_prod")
 
 
-def _sde_attrs(sde: Any, names: Any, logqp: bool) -> tuple[str, str, Any, Any, Any]:
+def _sde_attrs(sde: Any, names: Any, logqp: bool, bm: Any, y0: Any
+               ) -> tuple[str, str, Any, Any, Any]:
     for attr in ("noise_type", "sde_type"):
         if not hasattr(sde, attr):
             raise ValueError(f"sde: the SDE object has no {attr} attribute; torchsde SDEs "
@@ -70,15 +71,76 @@ def _sde_attrs(sde: Any, names: Any, logqp: bool) -> tuple[str, str, Any, Any, A
     bad = sorted(set(names) - set(NAMES))
     if bad:
         raise ValueError(f"names: {bad} not supported; supported keys: {', '.join(NAMES)}")
-    fns = []
-    for key, default in (("drift", "f"), ("diffusion", "g"), ("prior_drift", "h")):
-        nm = names.get(key, default)
-        fn = getattr(sde, nm, None)
-        if fn is None and (key != "prior_drift" or logqp):
-            why = "; logqp=True needs the prior drift" if key == "prior_drift" else ""
-            raise ValueError(f"sde: the SDE object has no method {nm!r} ({key}{why})")
-        fns.append(fn)
-    return noise, kind, fns[0], fns[1], fns[2]
+
+    def method(key: str, default: str) -> Any:
+        return getattr(sde, names.get(key, default), None)
+
+    f, g, h = method("drift", "f"), method("diffusion", "g"), method("prior_drift", "h")
+    fg, fgp = method("drift_and_diffusion", "f_and_g"), method("drift_and_diffusion_prod",
+                                                               "f_and_g_prod")
+    gp = getattr(sde, "g_prod", None)
+    if f is None:
+        if fg is not None:
+            def f(t: Tensor, y: Tensor) -> Any:
+                return fg(t, y)[0]
+        elif fgp is not None:
+            def f(t: Tensor, y: Tensor) -> Any:
+                return fgp(t, y, _zeros_like_noise(y, noise, bm))[0]
+        else:
+            raise ValueError(f"sde: the SDE object has no drift: define "
+                             f"{names.get('drift', 'f')!r} (or f_and_g / f_and_g_prod)")
+    if g is None:
+        if fg is not None:
+            def g(t: Tensor, y: Tensor) -> Any:
+                return fg(t, y)[1]
+        elif gp is not None or fgp is not None:
+            prod = gp if gp is not None else (lambda t, y, v: fgp(t, y, v)[1])
+            g = _g_from_products(prod, noise, bm, y0)
+        else:
+            raise ValueError(f"sde: the SDE object has no diffusion: define "
+                             f"{names.get('diffusion', 'g')!r} (or f_and_g, g_prod, "
+                             f"f_and_g_prod)")
+    if h is None and logqp:
+        raise ValueError(f"sde: the SDE object has no method {names.get('prior_drift', 'h')!r} "
+                         f"(prior_drift; logqp=True needs the prior drift)")
+    return noise, kind, f, g, h
+
+
+def _brownian_dim(noise: str, bm: Any, y0: Tensor, what: str) -> int:
+    if noise == "diagonal":
+        return int(y0.shape[-1])
+    if noise == "scalar":
+        return 1
+    if bm is None:
+        raise ValueError(f"bm: the SDE object gives its diffusion only as {what}, so the "
+                         f"Brownian dimension m of {noise} noise is unknown; pass bm= (as "
+                         f"torchsde asks), or define g(t, y)")
+    return int(tuple(bm.shape)[-1])
+
+
+def _zeros_like_noise(y: Tensor, noise: str, bm: Any) -> Tensor:
+    return y.new_zeros(*y.shape[:-1], _brownian_dim(noise, bm, y, "a product"))
+
+
+def _g_from_products(prod: Any, noise: str, bm: Any, y0: Any) -> Any:
+    """The diffusion matrix from torchsde's ``g_prod(t, y, v)`` (``g v``): ``g * 1`` for
+    diagonal noise, ``(g 1)[..., None]`` for scalar noise, and one product per column
+    ``g e_j`` for additive and general noise (m calls)."""
+    if isinstance(y0, Tensor) and y0.dim() == 2:
+        m = _brownian_dim(noise, bm, y0, "g_prod(t, y, v)")
+    else:
+        m = 1
+
+    def g(t: Tensor, y: Tensor) -> Tensor:
+        if noise == "diagonal":
+            return prod(t, y, torch.ones_like(y))
+        if noise == "scalar":
+            return prod(t, y, y.new_ones(*y.shape[:-1], 1)).unsqueeze(-1)
+        eye = torch.eye(m, dtype=y.dtype, device=y.device)
+        cols = [prod(t, y, eye[j].expand(*y.shape[:-1], m)) for j in range(m)]
+        return torch.stack(cols, dim=-1)
+
+    return g
 
 
 def _method(method: Any, noise: str, kind: str, options: dict[str, Any]) -> Any:
@@ -107,7 +169,7 @@ def _method(method: Any, noise: str, kind: str, options: dict[str, Any]) -> Any:
         d = "finite_difference" if gf else "autograd"
         return Milstein(d) if kind == "ito" else MilsteinStratonovich(d)
     if method == "srk":
-        return SRA1Matrix()
+        return SRA1()
     return {"heun": StochasticHeun, "midpoint": SDEMidpoint, "euler_heun": EulerHeun,
             "reversible_heun": ReversibleHeun}[method]()
 
@@ -147,7 +209,7 @@ def _build(sde: Any, y0: Tensor, ts: Any, bm: Any, method: Any, dt: Any, adaptiv
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise TypeError(f"options: expected a dict, got {type(options).__name__}")
-    noise, kind, f, g, h = _sde_attrs(sde, names, logqp)
+    noise, kind, f, g, h = _sde_attrs(sde, names, logqp, bm, y0)
     if not isinstance(y0, Tensor) or y0.dim() != 2:
         raise ValueError(f"y0: torchsde states have shape (batch, d); got "
                          f"{tuple(y0.shape) if isinstance(y0, Tensor) else type(y0).__name__}")
@@ -161,26 +223,39 @@ def _build(sde: Any, y0: Tensor, ts: Any, bm: Any, method: Any, dt: Any, adaptiv
     with torch.no_grad():
         g0 = g(t0, y0)
     m = _shape_check(noise, y0, g0)
-    # torchsde shapes -> sdeflow noise types
-    if noise == "diagonal":
-        sf_noise, gf = "diagonal", g
-    elif noise == "scalar":
-        sf_noise = "scalar"
-
+    # torchsde shapes -> sdeflow noise types: the same names; scalar noise (batch, d, 1) is
+    # sdeflow's (batch, d) with one Brownian motion, and additive (batch, d, m) is the core's
+    # matrix form of additive noise
+    gf = g
+    if noise == "scalar":
         def gf(t: Tensor, y: Tensor) -> Tensor:
             return g(t, y).squeeze(-1)
-    else:
-        sf_noise, gf = "general", g
+    sf_noise = noise
     if logqp:
         f, gf, y0, sf_noise = _logqp(f, gf, h, y0, sf_noise)
         if noise == "diagonal":
             m = m + 1
-    if noise == "additive" and isinstance(solver, (EulerMaruyama, SRA1Matrix)):
-        kind = "ito"  # additive noise: Ito and Stratonovich coincide
     problem = SDE(drift=f, diffusion=gf, noise=sf_noise, kind=kind)
     tl = [float(v) for v in ts.detach().tolist()]
     brownian = None
     if bm is not None:
+        if not hasattr(bm, "shape") or not (is_torchsde_bm(bm) or hasattr(bm, "grid")):
+            raise TypeError(f"bm: expected a torchsde Brownian object (BrownianInterval, "
+                            f"BrownianPath, BrownianTree) or an sdeflow BrownianPath / "
+                            f"BrownianTree, got {type(bm).__name__}")
+        want = (y0.shape[0], m)
+        if tuple(bm.shape) != want:
+            raise ValueError(f"bm: shape {tuple(bm.shape)}, expected {want} (batch, m) for "
+                             f"noise_type={noise!r} with g(t, y) of shape {tuple(g0.shape)}"
+                             + (" and logqp=True (one more column)" if logqp and
+                                noise == "diagonal" else ""))
+        if is_torchsde_bm(bm) and solver.caps.space_time and getattr(
+                bm, "levy_area_approximation", "space-time") not in ("space-time", "davie",
+                                                                     "foster"):
+            raise ValueError(f"bm: method={method!r} needs the space-time Levy area; create "
+                             f"the torchsde Brownian object with levy_area_approximation="
+                             f"'space-time' (or pass an sdeflow BrownianPath), got "
+                             f"{bm.levy_area_approximation!r}")
         brownian = TorchsdeBrownian(bm, min(tl), max(tl)) if is_torchsde_bm(bm) else bm
     else:
         shape = (y0.shape[0], m)
@@ -191,7 +266,7 @@ def _build(sde: Any, y0: Tensor, ts: Any, bm: Any, method: Any, dt: Any, adaptiv
                                 dense=False, step_ts=None, jump_ts=None, max_steps=None,
                                 dt0=None, on_failure="raise")
     if adaptive:
-        if isinstance(solver, (SRA1Matrix, ReversibleHeun)):
+        if isinstance(solver, (SRA1, ReversibleHeun)):
             raise ValueError(f"adaptive: method={method!r} has no error estimate here; use "
                              f"euler, milstein, heun, midpoint or euler_heun")
         args.update(solver=StepDoubling(solver), rtol=float(rtol), atol=float(atol),
@@ -209,6 +284,7 @@ def _logqp(f: Any, g: Any, h: Any, y0: Tensor, noise: str) -> tuple[Any, Any, Te
             return _stable_div(fy - hy, gy)
         if noise == "scalar":
             gy = gy.unsqueeze(-1)
+        # general and additive: a (batch, d, m) matrix
         return torch.matmul(torch.linalg.pinv(gy), (fy - hy).unsqueeze(-1)).squeeze(-1)
 
     def fa(t: Tensor, y: Tensor) -> Tensor:
@@ -219,7 +295,7 @@ def _logqp(f: Any, g: Any, h: Any, y0: Tensor, noise: str) -> tuple[Any, Any, Te
     def ga(t: Tensor, y: Tensor) -> Tensor:
         x = y[:, :-1]
         gx = g(t, x)
-        if noise == "general":
+        if noise in ("general", "additive"):  # a (batch, d, m) matrix
             return torch.cat([gx, gx.new_zeros(gx.shape[0], 1, gx.shape[2])], dim=1)
         return torch.cat([gx, gx.new_zeros(gx.shape[0], 1)], dim=1)
 

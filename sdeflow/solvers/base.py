@@ -140,10 +140,12 @@ class Terms:
         adaptive: whether the loop wants an error estimate from each step.
         dense: whether the loop may build interpolants of the steps (``False``: a solver may
             skip keeping dense-output data).
-        m: the Brownian dimension of general noise (``None`` otherwise).
+        m: the Brownian dimension when ``g`` returns a matrix ``(..., d, m)`` -- general noise,
+            and additive noise in its matrix form (``None`` when ``g`` returns x's shape).
+        matrix: ``g`` is a matrix, so the noise term is ``g @ dW`` (else ``g * dW``).
     """
 
-    __slots__ = ("u", "f", "g", "noise", "kind", "problem", "adaptive", "m", "dense")
+    __slots__ = ("u", "f", "g", "noise", "kind", "problem", "adaptive", "m", "dense", "matrix")
 
     def __init__(self, problem: Any, u: Field | None = None, f: Field | None = None,
                  g: Field | None = None, noise: str | None = None, kind: str | None = None,
@@ -151,7 +153,8 @@ class Terms:
         self.problem, self.u, self.f, self.g = problem, u, f, g
         self.noise, self.kind = noise, kind
         self.adaptive = adaptive  # the loop wants an error estimate from each step
-        self.m = m  # Brownian dimension (general noise)
+        self.m = m  # Brownian dimension (g a matrix: general noise, matrix additive noise)
+        self.matrix = noise == "general" or (noise == "additive" and m is not None)
         self.dense = True  # the loop may ask for interpolants (False: skip dense data)
 
 
@@ -216,10 +219,25 @@ class Solver:
         return f"{type(self).__name__}()"
 
 
+def _matvec(g: Tensor, dw: Tensor) -> Tensor:
+    return torch.matmul(g, dw.unsqueeze(-1)).squeeze(-1)
+
+
+def _additive_term(g: Tensor, dw: Tensor) -> Tensor:
+    # additive noise is elementwise (g of x's shape) or a matrix (g one dimension longer)
+    if g.dim() > dw.dim():
+        return torch.matmul(g, dw.unsqueeze(-1)).squeeze(-1)
+    return g * dw
+
+
 def noise_term(noise: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """The product ``g dW`` for a noise type: elementwise, or a matrix-vector product."""
+    """The product ``g dW`` for a noise type: elementwise, or a matrix-vector product
+    (``g (..., d, m)`` times ``dW (..., m)``: general noise, and additive noise in its matrix
+    form, recognised by the shape of ``g``)."""
     if noise == "general":
-        return lambda g, dw: torch.matmul(g, dw.unsqueeze(-1)).squeeze(-1)
+        return _matvec
+    if noise == "additive":
+        return _additive_term
     return torch.mul
 
 

@@ -570,7 +570,7 @@ class ImplicitEulerMaruyama(ImplicitSolver, name="implicit_euler_maruyama"):
         f, g = terms.f, terms.g
         dw = noise[0]  # type: ignore[index]
         gx = g(tt[0], x)  # type: ignore[misc]
-        gdw = (torch.matmul(gx, dw.unsqueeze(-1)).squeeze(-1) if terms.noise == "general"
+        gdw = (torch.matmul(gx, dw.unsqueeze(-1)).squeeze(-1) if terms.matrix
                else gx * dw)
         r = x + gdw
         th = self.theta

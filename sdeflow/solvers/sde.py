@@ -1,15 +1,16 @@
 """Fixed-step SDE schemes (docs/math.md §6). ``h`` is the step, ``dW = W(t+h) - W(t)``.
 
 * :class:`EulerMaruyama` -- ``x + h f + g dW``; Ito, every noise type; strong 0.5 (1.0 for additive
-  noise), weak 1.0.
+  noise), weak 1.0. ``g dW`` is a matrix-vector product for general noise and for additive noise
+  given as a ``(..., d, m)`` matrix.
 * :class:`Milstein` -- ``x + h f + g dW + 1/2 (g'g) (dW^2 - h)`` (Ito) or ``... + 1/2 (g'g) dW^2``
   (Stratonovich); diagonal and scalar noise; strong 1.0. ``g'g`` (the derivative of g along g,
   ``J_g g``) comes from a derivative-free difference by default, or from autograd.
 * :class:`StochasticHeun` -- predictor ``x' = x + h f + g dW``, corrector
   ``x + h/2 (f(t,x) + f(t+h,x')) + 1/2 (g(t,x) + g(t+h,x')) dW``; Stratonovich; strong 1.0 for
   commutative noise (additive, scalar, diagonal), 0.5 for general noise.
-* :class:`SRA1` -- Roessler's (2010) stochastic Runge--Kutta for additive noise, a
-  :class:`SRATableau` run by one engine; strong 1.5, weak 2.0.
+* :class:`SRA1` -- Roessler's (2010) stochastic Runge--Kutta for additive noise (elementwise, or
+  a ``(..., d, m)`` matrix), a :class:`SRATableau` run by one engine; strong 1.5, weak 2.0.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class EulerMaruyama(Solver, name="euler_maruyama"):
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
         t0, dw = tt[0], noise[0]  # type: ignore[index]
-        if terms.noise == "general":
+        if terms.matrix:  # general noise, or additive noise given as a matrix
             gdw = torch.matmul(terms.g(t0, x), dw.unsqueeze(-1)).squeeze(-1)  # type: ignore[misc]
             return StepResult(torch.add(x, terms.f(t0, x), alpha=h).add_(gdw),  # type: ignore[misc]
                               None, None, None)
@@ -63,7 +64,9 @@ class Milstein(Solver, name="milstein"):
       (use ``torch.no_grad()`` or the finite difference there).
 
     On a Stratonovich problem ``solve`` uses :class:`MilsteinStratonovich` with the same
-    ``derivative`` (:meth:`for_kind`); the two are separate registered solvers.
+    ``derivative`` (:meth:`for_kind`); the two are separate registered solvers. On additive noise
+    (elementwise or a ``(..., d, m)`` matrix) ``L = 0`` and the step is Euler--Maruyama's, with
+    one diffusion call.
     """
 
     caps = Capabilities(sde=True, order=1.0, noise_types=("diagonal", "scalar", "additive"),
@@ -100,6 +103,9 @@ class Milstein(Solver, name="milstein"):
              state: Any, noise: Noise) -> StepResult:
         f, g = terms.f, terms.g
         t0, dw = tt[0], noise[0]  # type: ignore[index]
+        if terms.noise == "additive":  # J_g = 0: the correction vanishes, Milstein is EM
+            gdw = noise_term("additive")(g(t0, x), dw)  # type: ignore[misc]
+            return StepResult(torch.add(x, f(t0, x), alpha=h).add_(gdw), None, None, state)  # type: ignore[misc]
         ah = abs(h)
         new_state = state
         if self.derivative == "autograd":
@@ -131,28 +137,103 @@ def _g_and_jvp(g: Field, t: Tensor, x: Tensor, keep_graph: bool = True
     """``(g(t, x), J_g(x) g(t, x))`` from one call of ``g``, by the double-vjp trick
     (docs/math.md §6.2).
 
-    The graph is kept whenever autograd is enabled and ``keep_graph`` (the diffusion has
-    trainable parameters, or ``x`` requires grad), so gradients reach ``x`` and the diffusion's
-    parameters even when ``x`` itself does not require grad; a diffusion that does not depend on
-    ``x`` (additive noise) has ``J_g = 0``.
+    Both products are formed on a fresh leaf ``xl = x.detach()``, so the two ``autograd.grad``
+    calls walk this step's graph only (on ``x`` itself they would walk the graph of every step
+    so far: O(n^2) time over n steps). When ``x`` carries a graph, :class:`_Reattach` joins the
+    outputs to it: their vector-Jacobian product in ``xl`` is handed on to ``x``, differentiably
+    (so ``create_graph`` backprop and higher derivatives still work). The graph is kept whenever
+    autograd is enabled and ``keep_graph`` (the diffusion has trainable parameters, or ``x``
+    requires grad), so gradients reach ``x`` and the diffusion's parameters; a diffusion that does
+    not depend on ``x`` (additive noise) has ``J_g = 0``.
     """
     keep = torch.is_grad_enabled() and keep_graph
     with torch.enable_grad():
-        xr = x if x.requires_grad else x.detach().requires_grad_(True)
-        gx = g(t, xr)
+        xl = x.detach().requires_grad_(True)
+        gx = g(t, xl)
         if not gx.requires_grad:
-            return gx, torch.zeros_like(gx)
+            return gx.detach(), torch.zeros_like(gx)
         u = torch.zeros_like(gx, requires_grad=True)
-        (vjp,) = torch.autograd.grad(gx, xr, grad_outputs=u, create_graph=True,
+        (vjp,) = torch.autograd.grad(gx, xl, grad_outputs=u, create_graph=True,
                                      allow_unused=True)
         if vjp is None or not vjp.requires_grad:
             jv = torch.zeros_like(gx)
         else:
-            (jv,) = torch.autograd.grad(vjp, u, grad_outputs=gx.detach() if not keep else gx,
+            (jv,) = torch.autograd.grad(vjp, u, grad_outputs=gx if keep else gx.detach(),
                                         create_graph=keep)
-    if keep:
-        return gx, jv
-    return gx.detach(), jv.detach()
+    if not keep:
+        return gx.detach(), jv.detach()
+    if x.requires_grad:
+        params = _graph_leaves((gx, jv), (xl, u))
+        gx, jv = _Reattach.apply(([xl, *params], (gx, jv)), x, *params)
+    return gx, jv
+
+
+def _graph_leaves(outs: Sequence[Tensor], skip: Sequence[Tensor]) -> list[Tensor]:
+    """The leaf tensors (parameters) the graph of ``outs`` reaches, other than ``skip``: one
+    walk of this step's graph, which ends at leaves."""
+    found: list[Tensor] = []
+    seen: set[int] = set()
+    stack = [o.grad_fn for o in outs if o.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        var = getattr(fn, "variable", None)
+        if var is not None:
+            if not any(var is s for s in skip) and not any(var is v for v in found):
+                found.append(var)
+            continue
+        stack.extend(nf for nf, _ in fn.next_functions)
+    return found
+
+
+class _Reattach(torch.autograd.Function):
+    """Outputs computed from local leaves, as functions of the real tensors they stand for.
+
+    ``_Reattach.apply((locals, outs), *reals)`` returns copies of ``outs`` (tensors whose graph
+    ends at the leaves ``locals``; ``locals[i]`` has the value of ``reals[i]``, a detached copy of
+    the state or a parameter itself). Backward: the vector-Jacobian product of ``outs`` in each
+    local leaf goes to its real tensor. With ``create_graph=True`` those products (functions of
+    the local leaves and of the incoming gradients) are re-attached the same way, so derivatives
+    of every order are right, and every ``autograd.grad`` call walks one step's graph only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, spec: tuple[list[Tensor], tuple[Tensor, ...]], *reals: Tensor
+                ) -> tuple[Tensor, ...]:
+        ctx.save_for_backward(*reals)
+        ctx.locals, ctx.outs = spec
+        return tuple(o.detach().clone() for o in ctx.outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        n = len(ctx.locals)
+        out: list[Tensor | None] = [None] * n
+        pairs = [(o, d) for o, d in zip(ctx.outs, grads) if o.requires_grad and d is not None]
+        want = [i for i in range(n) if ctx.needs_input_grad[i + 1]]
+        if not pairs or not want:
+            return (None, *out)
+        create = torch.is_grad_enabled()
+        ds = [d for _, d in pairs]
+        with torch.enable_grad():
+            dl = [d.detach().requires_grad_(True) if create and d.requires_grad else d
+                  for d in ds]
+            res = torch.autograd.grad([o for o, _ in pairs], [ctx.locals[i] for i in want], dl,
+                                      retain_graph=True, create_graph=create,
+                                      allow_unused=True)
+        vals = [torch.zeros_like(ctx.locals[i]) if r is None else r for i, r in zip(want, res)]
+        if create:
+            live = [k for k, v in enumerate(vals) if v.requires_grad]
+            if live:
+                extra = [(c, d) for c, d in zip(dl, ds) if d.requires_grad]
+                spec = ([*ctx.locals, *(c for c, _ in extra)], tuple(vals[k] for k in live))
+                tied = _Reattach.apply(spec, *ctx.saved_tensors, *(d for _, d in extra))
+                for k, v in zip(live, tied):
+                    vals[k] = v
+        for i, v in zip(want, vals):
+            out[i] = v
+        return (None, *out)
 
 
 class StochasticHeun(Solver, name="stochastic_heun"):
@@ -230,7 +311,11 @@ class SRATableau:
 
 
 class SRA(Solver, register=False):
-    """Engine for :class:`SRATableau` methods (additive noise; Ito = Stratonovich there)."""
+    """Engine for :class:`SRATableau` methods (additive noise; Ito = Stratonovich there).
+
+    ``g`` is elementwise ``(..., d)`` (``g * dW``) or a constant-in-x matrix ``(..., d, m)``
+    driven by ``m`` Brownian motions (``g @ dW``, ``g @ I``: docs/math.md §6.4).
+    """
 
     tableau: ClassVar[SRATableau]
 
@@ -268,6 +353,8 @@ class SRA(Solver, register=False):
         dw, i10 = noise  # type: ignore[misc]
         ih = i10 / h
         gs = {j: g(tt[i1[j]], x) for j in self._g_used}  # type: ignore[misc]
+        if terms.matrix:
+            return self._matrix_step(terms, tt, h, x, dw, ih, gs)
         fs: list[Tensor] = []
         for i in range(len(i0)):
             hi = x
@@ -284,6 +371,32 @@ class SRA(Solver, register=False):
         for j, b1, b2 in self._out_w:
             y.addcmul_(gs[j], dw * b1 + ih * b2)
         return StepResult(y, None, None, None)
+
+    def _matrix_step(self, terms: Terms, tt: tuple[Tensor, ...], h: float, x: Tensor,
+                     dw: Tensor, ih: Tensor, gs: dict[int, Tensor]) -> StepResult:
+        """The step with ``g`` a ``(..., d, m)`` matrix: each noise term is ``g @ v`` for the
+        ``(..., m)`` combination ``v`` of ``dW`` and ``I/h`` (docs/math.md §6.4)."""
+        f = terms.f
+        fs: list[Tensor] = []
+        for i in range(len(self._i0)):
+            hi = x
+            if self._a0[i] or self._b0[i]:
+                hi = x.clone()
+                for j, a in self._a0[i]:
+                    hi.add_(fs[j], alpha=a * h)
+                for j, b in self._b0[i]:
+                    hi.add_(_matvec(gs[j], ih), alpha=b)
+            fs.append(f(tt[self._i0[i]], hi))  # type: ignore[misc]
+        y = x.clone()
+        for i, a in self._alpha:
+            y.add_(fs[i], alpha=a * h)
+        for j, b1, b2 in self._out_w:
+            y.add_(_matvec(gs[j], dw * b1 + ih * b2))
+        return StepResult(y, None, None, None)
+
+
+def _matvec(g: Tensor, v: Tensor) -> Tensor:
+    return torch.matmul(g, v.unsqueeze(-1)).squeeze(-1)
 
 
 SRA1_TABLEAU = SRATableau(

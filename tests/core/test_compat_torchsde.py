@@ -4,8 +4,8 @@ Problems ported from google-research/torchsde ``tests/problems.py`` (ExDiagonal,
 ExAdditive -- examples 1-3 of Rackauckas & Nie 2017 -- and NeuralDiagonal/Scalar/Additive/
 General), rewritten here. ``test_adjoint_against_sdeint`` follows torchsde's
 ``tests/test_adjoint.py::test_against_sdeint`` (d = 3, batch 4, dt 1e-3, gradients within
-rtol = atol = 1e-2; reversible Heun within rtol 1e-3, atol 1e-4), ``test_reversible_heun_
-reconstructs`` its ``test_sdeint.py::test_reversibility``. Side by side: the same torchsde
+rtol = atol = 1e-2; reversible Heun within rtol 1e-3, atol 1e-4). More of torchsde's problems:
+``test_compat_torchsde_ports.py``. Side by side: the same torchsde
 ``BrownianInterval`` drives both libraries; times are dyadic so both step on identical times.
 """
 
@@ -208,9 +208,7 @@ def test_adjoint_against_sdeint(noise, kind, method, len_ts):
     dt = 1e-3
     rtol, atol = (1e-3, 1e-4) if rev else (1e-2, 1e-2)
     params = list(sde.parameters())
-    # the core's Milstein(derivative="autograd") backpropagates in O(n^2) time over n steps
-    # (reported); its derivative-free form is the same forward scheme to O(h)
-    opts = {"grad_free": True} if method == "milstein" else None
+    opts = None  # milstein: the autograd form, as torchsde's test (backprop is O(n) in steps)
     ys = compat.sdeint(sde, y0, ts, bm=bm, method=method, dt=dt, options=opts)
     grad = torch.randn(ys.shape, dtype=DT, generator=torch.Generator().manual_seed(0))
     true = torch.cat([g.reshape(-1) for g in torch.autograd.grad(ys, [y0, *params], grad)])
