@@ -1,8 +1,11 @@
 """Few-step samplers on exact mixture fields: orders, "few steps beat many", diffusers peers.
 
 Run: ``PYTHONPATH=.:plugins python bench/generative/fewstep.py [orders|table|peers|sde|all]
-[--quick]``. Writes markdown tables to stdout (and ``bench/generative/fewstep_results.md``
-with ``--out``). Everything runs on the exact fields of part 1 (no training), float64, one thread.
+[--quick] [--out FILE]``. Writes markdown tables to stdout; ``--out`` replaces this run's
+sections (between ``<!-- fewstep.py NAME -->`` markers) of FILE, e.g.
+``bench/generative/fewstep_results.md``, keeping the others. Everything runs on the exact
+fields of part 1 (no training), float64, one thread. ``table`` takes about 26 min wall on the
+shared 2-core machine (``--quick``: about 80 s).
 
 * ``orders``: coupled error against dopri5 (rtol = atol = 1e-10) from the same 64 points, fitted
   slope in NFE with a 95% Student-t interval, over CondOT, cosine and VP (docs/math.md §15).
