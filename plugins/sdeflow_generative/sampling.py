@@ -277,7 +277,9 @@ def sample(model: Callable[..., Tensor], path: GaussianPath, x0: Tensor, *, solv
             (default for ``dpm_solver2``/``dpm_solver3``, as DPM-Solver).
         t_span: ``(t_start, t_end)``; default from ``1e-3`` (``0`` where ``alpha_0 > 0``) to
             ``1 - 1e-3`` (lambda is infinite where ``alpha`` or ``beta`` vanishes).
-        lower_final: reduce the order of the last this-many steps (multistep solvers).
+        lower_final: the last this-many steps of a multistep solver run at order
+            ``min(p, steps remaining)`` (docs/math.md §15.3): ``1`` makes the last step
+            first order; values above ``p - 1`` change nothing more.
         eta, seed, brownian: the SDE sampler's eta (> 0), noise seed or Brownian path.
         options: further keyword arguments of the solver class (e.g. ``variant=``,
             ``warmup=``, ``corrector=``).

@@ -118,7 +118,8 @@ class Exponential(Solver, register=False):
         return v
 
     def _order_cap(self, t: float, order: int) -> int:
-        """``order``, reduced on the last ``lower_final`` steps of the grid."""
+        """``order``, capped at the number of steps remaining on the last ``lower_final`` steps
+        of the grid (docs/math.md §15.3)."""
         if not self.lower_final or self.grid is None:
             return order
         g = self.grid
