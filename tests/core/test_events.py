@@ -87,6 +87,44 @@ def test_frozen_paths_do_not_limit_steps() -> None:
     assert both.stats["accepted"] <= fast.stats["accepted"] + slow.stats["accepted"] + 8
 
 
+def _ramp(t: torch.Tensor) -> torch.Tensor:
+    """1 until t = 1.8, then a smooth ramp to 30 by t = 2.2."""
+    s = ((t - 1.8) / 0.4).clamp(0.0, 1.0)
+    return 1.0 + 29.0 * s * s * (3 - 2 * s)
+
+
+def test_stopped_path_leaves_the_step_sizes_to_the_others() -> None:
+    """Two oscillators, equal until t = 1.8; then path A's frequency ramps up to 30 (its
+    steps would have to be ~30x smaller) while path B stays at 1. A stops at its first zero
+    (t = pi/2, before the ramp), B never triggers (level -2). The batch takes exactly the
+    steps of B solved alone: once A is frozen its rows are out of the error norm. (Without
+    the masking, or without the event, A's ramp drives the batch to thousands of steps.)
+
+    The design: one time grid for the batch, so while a path is live it takes part in the
+    step-size choice (the ``path_rms`` norm is the worst live path); a stopped path no
+    longer does."""
+    def field(w: torch.Tensor) -> sf.ODE:
+        return sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w(t) ** 2) * x[..., 0]], -1))
+
+    both = field(lambda t: torch.stack([_ramp(t), torch.ones_like(t)]))
+    one = field(lambda t: torch.ones_like(t).reshape(1))
+    x0 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=D64)
+    level = torch.tensor([0.0, -2.0], dtype=D64)  # a per-path parameter of fn
+    ev = sf.Event(lambda t, x: x[..., 0] - level, direction=-1)
+    ev1 = sf.Event(lambda t, x: x[..., 0] - level[1:], direction=-1)
+    kw = dict(rtol=1e-8, atol=1e-10)
+    sol = sf.solve(both, x0, (0.0, 4.0), event=ev, **kw)
+    alone = sf.solve(one, x0[1:], (0.0, 4.0), event=ev1, **kw)
+    assert abs(float(sol.event_t[0]) - math.pi / 2) < 1e-8 and math.isnan(sol.event_t[1])
+    assert sol.status == "success" and int(sol.stats["events"]) == 1
+    assert sol.stats["accepted"] == alone.stats["accepted"]
+    assert sol.stats["rejected"] == alone.stats["rejected"]
+    torch.testing.assert_close(sol.x_final[1], alone.x_final[0], rtol=0.0, atol=0.0)
+    torch.testing.assert_close(sol.x_final[0], sol.event_x[0])  # A held at its event state
+    unfrozen = sf.solve(both, x0, (0.0, 4.0), **kw)
+    assert unfrozen.stats["accepted"] > 5 * alone.stats["accepted"]
+
+
 def test_non_terminal_and_direction() -> None:
     ode = sf.ODE(lambda t, x: torch.ones_like(x))  # x = t
     x0 = torch.tensor([0.0, -1.0, 2.0], dtype=D64).reshape(3, 1)

@@ -1,0 +1,129 @@
+"""Events when nothing triggers: the wall-time overhead of ``event=`` (issue 12: at most 10%).
+
+    PYTHONPATH=. python bench/stiff/bench_events.py [--quick] [--reps 9] [--out FILE]
+
+Three cases, each solved with and without an event that never fires; the two runs alternate
+(interleaved repeats, one process) and the table gives the median wall time of each:
+
+1. ``batch``: 1,000 harmonic oscillators (state (1000, 2)), dopri5, rtol 1e-8 / atol 1e-10,
+   t in [0, 10] (838 steps): the per-step tensor work dominates;
+2. ``small``: one oscillator (state (1, 2)), dopri5, rtol 1e-12 / atol 1e-14, t in [0, 14]
+   (about 1,000 steps): Python overhead dominates;
+3. ``sde``: first passage of 1,000 Brownian paths (state (1000, 1)) to a level they never
+   reach, euler_maruyama, 2,000 fixed steps, seed 0 (an SDE's fixed-step hot path);
+4. ``sde_bridge``: case 3 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
+   and step: a real cost, reported for information).
+
+Timings are single-threaded (``torch.set_num_threads(1)``) on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import sdeflow as sf
+
+torch.set_num_threads(1)
+D64 = torch.float64
+
+
+def _oscillators(n: int) -> tuple[sf.ODE, torch.Tensor]:
+    w = torch.linspace(0.5, 5.0, n, dtype=D64) if n > 1 else torch.ones(1, dtype=D64)
+    ode = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
+    x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
+    return ode, x0
+
+
+def cases() -> dict[str, tuple[Callable[..., sf.Solution], sf.Event]]:
+    never = sf.Event(lambda t, x: x[..., 0] - 10.0)
+    big, xb = _oscillators(1000)
+    small, xs = _oscillators(1)
+    bm = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
+                noise="diagonal")
+    xw = torch.zeros(1000, 1, dtype=D64)
+    level = sf.Event(lambda t, x: x[..., 0] - 100.0, direction=1)
+    bridge = sf.Event(lambda t, x: x[..., 0] - 100.0, direction=1, bridge=True)
+
+    def batch(**kw: Any) -> sf.Solution:
+        return sf.solve(big, xb, (0.0, 10.0), rtol=1e-8, atol=1e-10, **kw)
+
+    def one(**kw: Any) -> sf.Solution:
+        return sf.solve(small, xs, (0.0, 14.0), rtol=1e-12, atol=1e-14, **kw)
+
+    def sde(**kw: Any) -> sf.Solution:
+        return sf.solve(bm, xw, (0.0, 1.0), solver="euler_maruyama", steps=2000, seed=0, **kw)
+
+    return {"batch": (batch, never), "small": (one, never), "sde": (sde, level),
+            "sde_bridge": (sde, bridge)}
+
+
+def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (run, ev) in cases().items():
+        if only and name not in only:
+            continue
+        run()
+        run(event=ev)  # warm-up
+        wall: dict[str, list[float]] = {"plain": [], "event": []}
+        cpu: dict[str, list[float]] = {"plain": [], "event": []}
+        steps = {}
+        for r in range(reps):  # interleaved, alternating which goes first
+            for label in (("plain", "event") if r % 2 == 0 else ("event", "plain")):
+                w0, c0 = time.perf_counter(), time.process_time()
+                sol = run(event=ev) if label == "event" else run()
+                wall[label].append(time.perf_counter() - w0)
+                cpu[label].append(time.process_time() - c0)
+                steps[label] = sol.stats["accepted"]
+                if label == "event" and not bool(torch.isnan(sol.event_t).all()):
+                    raise RuntimeError(f"{name}: the event fired; the benchmark needs one "
+                                       f"that never does")
+        if steps["plain"] != steps["event"]:
+            raise RuntimeError(f"{name}: the event changed the steps {steps}")
+        res = {"steps": steps["plain"]}
+        for kind, d in (("wall", wall), ("cpu", cpu)):
+            p, e = statistics.median(d["plain"]), statistics.median(d["event"])
+            res[kind + "_plain"], res[kind + "_event"] = p, e
+            res[kind + "_overhead"] = e / p - 1
+            res[kind + "_per_step_us"] = 1e6 * (e - p) / max(1, steps["plain"])
+        out[name] = res
+    return out
+
+
+def table(res: dict[str, dict[str, float]], reps: int) -> str:
+    lines = [f"Events when nothing triggers (medians of {reps} interleaved repeats; wall time, "
+             f"and in brackets the process's CPU time, less sensitive to a busy machine):", "",
+             "| case | steps | no event s | event s | overhead | per step |",
+             "|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        lines.append(
+            f"| {name} | {r['steps']} | {r['wall_plain']:.4f} ({r['cpu_plain']:.4f}) | "
+            f"{r['wall_event']:.4f} ({r['cpu_event']:.4f}) | "
+            f"{100 * r['wall_overhead']:+.1f}% ({100 * r['cpu_overhead']:+.1f}%) | "
+            f"{r['wall_per_step_us']:+.1f} us ({r['cpu_per_step_us']:+.1f} us) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    reps = a.reps or (3 if a.quick else 9)
+    text = table(measure(reps, a.only), reps)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
