@@ -7,9 +7,12 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
 
 * a path whose ``g`` changed sign (in ``direction``: ``+1`` upward, ``-1`` downward, ``0``
   both) has crossed. For ODEs the crossing time is found by Illinois regula falsi on
-  ``g(t + theta h, x(theta))`` with ``x(theta)`` the solver's interpolant (evaluated for the
-  crossing paths only, through its values at 8 Chebyshev nodes -- exact for the polynomial
-  interpolants of every solver here), to a bracket of ``1e-13`` relative in time;
+  ``g(t + theta h, x(theta))`` with ``x(theta)`` the solver's interpolant (through its values
+  at 8 Chebyshev nodes -- exact for the polynomial interpolants of every solver here), one
+  ``theta`` per crossing path, to a bracket of ``1e-13`` relative in time. ``fn`` always sees
+  the whole batch ``(..., d)``, at one time per path (shape ``x.shape[:-1]``) while a crossing
+  is located (the other paths at the step's end), so parameters of the batch's shape in
+  ``fn`` line up with the paths;
 * for SDEs the crossing is detected at the step's end (``event_t`` is the end of the step).
   With ``bridge=True`` (scalar, diagonal or additive noise) a path that stayed on one side
   still crosses with the probability that a Brownian bridge between the two values crossed
@@ -19,6 +22,11 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
   stepping (a frozen path's rows are held at their event state and masked out of the error
   norm, so they no longer limit the step size) and the solve ends when every path has
   triggered (status ``"event"``) or at ``t_end``.
+
+When nothing fires a step costs one call of each ``fn`` at the step's end and one comparison
+of the signs of ``g`` (NaN where ``g`` is not finite, so a NaN or an infinity raises) with
+those of the previous step: one host sync per step; the interpolant is built only for a step
+in which some path changed sign.
 
 ``sol.event_t`` / ``sol.event_x`` / ``sol.event_index`` hold, per path, the time, state and
 index (in a tuple of events) of the terminal event that stopped it, or else of the first
@@ -52,9 +60,11 @@ class Event:
     Args:
         fn: ``fn(t, x)`` returning one value per path: ``x.shape[:-1]`` for a batched state,
             a scalar (0-dim tensor or float) for an unbatched one (a scalar for a batched
-            state is the same value for every path). During root finding ``t``
-            is a tensor of one time per crossing path and ``x`` holds those paths' states
-            ``(n, d)``; write ``fn`` elementwise per path (``x[..., 0] - t`` is fine).
+            state is the same value for every path). ``x`` is always the whole state;
+            ``t`` is a 0-dim tensor at a step's end and, while a crossing is located, a
+            tensor of one time per path (shape ``x.shape[:-1]``): write ``fn`` elementwise
+            per path (``x[..., 0] - t`` or ``x[..., 0] - level`` with ``level`` of the
+            batch's shape are fine).
         terminal: freeze a path at its first crossing (the solve ends when all have).
         direction: ``+1`` counts only upward crossings (``g`` from negative to positive),
             ``-1`` only downward ones, ``0`` both.
