@@ -246,45 +246,55 @@ class Monitor:
 
     def _fire(self, t: float, t_new: float, x_new: Tensor, interp: Callable[[], Interpolant],
               cross: list[Tensor], g_old: list[Tensor], g_new: list[Tensor]) -> Tensor | None:
+        """Locate this step's crossings; record, per path, the earliest terminal one (which
+        freezes the path) or else the earliest non-terminal one if the path has none yet."""
         n, d = self.n, self.d
         h = t_new - t
-        best_t = torch.full((n,), math.inf, dtype=x_new.dtype, device=x_new.device)
-        best_x = torch.zeros((n, d), dtype=x_new.dtype, device=x_new.device)
-        best_i = torch.full((n,), -1, dtype=torch.long, device=x_new.device)
+        sign = 1.0 if h > 0 else -1.0  # "earliest" in the direction of integration
+        like = x_new
         xn = x_new.reshape(n, d)
+        # [0]: the earliest of all events (non-terminal record), [1]: of the terminal ones
+        best = [(torch.full((n,), math.inf, dtype=like.dtype, device=like.device),
+                 torch.zeros((n, d), dtype=like.dtype, device=like.device),
+                 torch.full((n,), -1, dtype=torch.long, device=like.device)) for _ in range(2)]
         poly: _Poly | None = None
         sde = self.sde is not None
         for k, (ev, c) in enumerate(zip(self.events, cross)):
+            if not ev.terminal:
+                c = c & ~self.recorded  # later crossings of a recorded path change nothing
             rows = c.nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
             if sde:
-                te = torch.full((rows.numel(),), t_new, dtype=x_new.dtype, device=x_new.device)
+                te = torch.full((rows.numel(),), t_new, dtype=like.dtype, device=like.device)
                 xe = xn[rows]
             else:
                 if poly is None:
-                    poly = _Poly(interp(), n, d, x_new)
+                    poly = _Poly(interp(), n, d, like)
                 te, xe = self._locate(ev, t, h, poly, rows, g_old[k][rows], g_new[k][rows])
-            better = te < best_t[rows]
-            r = rows[better]
-            best_t[r], best_x[r], best_i[r] = te[better], xe[better], k
-        hit = best_i >= 0
-        terminal = torch.tensor([e.terminal for e in self.events], device=x_new.device)
-        is_term = hit & terminal[best_i.clamp(min=0)]
-        record = (hit & ~self.recorded) | is_term
-        self.event_t = torch.where(record, best_t, self.event_t)
-        self.event_x = torch.where(record.unsqueeze(-1), best_x, self.event_x)
-        self.event_index = torch.where(record, best_i, self.event_index)
-        self.recorded |= record
+            for bt, bx, bi in best[: 2 if ev.terminal else 1]:
+                better = sign * te < bt[rows]
+                r = rows[better]
+                bt[r], bx[r], bi[r] = sign * te[better], xe[better], k
+        (_, first_x, first_i), (_, term_x, term_i) = best
+        first_t, term_t = sign * best[0][0], sign * best[1][0]
+        is_term = term_i >= 0
+        first = (first_i >= 0) & ~self.recorded & ~is_term
+        self.event_t = torch.where(is_term, term_t, torch.where(first, first_t, self.event_t))
+        self.event_x = torch.where(is_term.unsqueeze(-1), term_x,
+                                   torch.where(first.unsqueeze(-1), first_x, self.event_x))
+        self.event_index = torch.where(is_term, term_i,
+                                       torch.where(first, first_i, self.event_index))
+        self.recorded |= first | is_term
         for k in range(len(self.events)):
-            self.fired[k] += int((record & (best_i == k)).sum())
+            self.fired[k] += int(((first & (first_i == k)) | (is_term & (term_i == k))).sum())
         if not bool(is_term.any()):
             return None
         self.frozen = self.frozen | is_term
         self._frozen_p = self.frozen.view(self._want)
         self.any_frozen = True
         self.all_frozen = bool(self.frozen.all())
-        out = torch.where(is_term.unsqueeze(-1), best_x, xn)
+        out = torch.where(is_term.unsqueeze(-1), term_x, xn)
         return out.reshape(x_new.shape)
 
     def _locate(self, ev: Event, t: float, h: float, poly: _Poly, rows: Tensor, ga: Tensor,

@@ -149,6 +149,31 @@ def test_tuple_of_events_reports_which_fired() -> None:
     assert sol.stats["events"] == [1, 2]
 
 
+def test_terminal_event_after_a_non_terminal_one_in_the_same_step() -> None:
+    """One step of x = t over [0, 1] crosses a non-terminal level 0.5 and then a terminal
+    level 0.7: the path still stops at 0.7 (the terminal event is the one recorded). A path
+    starting at 0.6 meets only the terminal level, at t = 0.1."""
+    ode = sf.ODE(lambda t, x: torch.ones_like(x))
+    evs = (sf.Event(lambda t, x: x[..., 0] - 0.5, terminal=False),
+           sf.Event(lambda t, x: x[..., 0] - 0.7, terminal=True))
+    x0 = torch.tensor([[0.0], [0.6]], dtype=D64)
+    sol = sf.solve(ode, x0, (0.0, 1.0), solver="rk4", steps=1, event=evs)
+    torch.testing.assert_close(sol.x_final[:, 0], torch.tensor([0.7, 0.7], dtype=D64))
+    torch.testing.assert_close(sol.event_t, torch.tensor([0.7, 0.1], dtype=D64))
+    assert sol.event_index.tolist() == [1, 1] and sol.stats["events"] == [0, 2]
+
+
+def test_backward_solve_records_the_first_crossing_in_time_order() -> None:
+    """Integrating x = t from t = 1 down to 0 meets the level 0.6 before 0.3."""
+    ode = sf.ODE(lambda t, x: torch.ones_like(x))
+    evs = (sf.Event(lambda t, x: x[..., 0] - 0.3), sf.Event(lambda t, x: x[..., 0] - 0.6))
+    sol = sf.solve(ode, torch.tensor([[1.0]], dtype=D64), (1.0, 0.0), solver="rk4", steps=1,
+                   event=evs)
+    assert sol.event_index.tolist() == [1]
+    torch.testing.assert_close(sol.event_t, torch.tensor([0.6], dtype=D64))
+    torch.testing.assert_close(sol.x_final, torch.tensor([[0.6]], dtype=D64))
+
+
 def test_fixed_steps_and_time_dependent_event() -> None:
     ode = sf.ODE(lambda t, x: -x)
     x0 = torch.tensor([[1.0], [2.0]], dtype=D64)
