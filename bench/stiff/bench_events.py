@@ -21,6 +21,7 @@ Timings are single-threaded (``torch.set_num_threads(1)``) on CPU.
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdeflow as sf
 
@@ -65,6 +67,29 @@ def cases() -> dict[str, tuple[Callable[..., sf.Solution], sf.Event]]:
             "sde_bridge": (sde, bridge)}
 
 
+class _OpCount(TorchDispatchMode):
+    """Counts the ATen operations dispatched (a load-independent measure of the work)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        self.count[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(run: Callable[..., sf.Solution], ev: sf.Event) -> tuple[float, float]:
+    """ATen operations per attempted step without and with the event."""
+    out = []
+    for kw in ({}, {"event": ev}):
+        with _OpCount() as m:
+            sol = run(**kw)
+        out.append(sum(m.count.values()) / (sol.stats["accepted"] + sol.stats["rejected"]))
+    return out[0], out[1]
+
+
 def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
     out = {}
     for name, (run, ev) in cases().items():
@@ -87,7 +112,14 @@ def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, flo
                                        f"that never does")
         if steps["plain"] != steps["event"]:
             raise RuntimeError(f"{name}: the event changed the steps {steps}")
-        res = {"steps": steps["plain"]}
+        ops = ops_per_step(run, ev)
+        res = {"steps": steps["plain"], "ops_plain": ops[0], "ops_event": ops[1],
+               # each repeat's two runs are adjacent in time: the ratio within a pair cancels
+               # the slow drifts of a shared machine's load
+               "pair_overhead": statistics.median(e / p for e, p in zip(wall["event"],
+                                                                        wall["plain"])) - 1,
+               "pair_cpu_overhead": statistics.median(
+                   e / p for e, p in zip(cpu["event"], cpu["plain"])) - 1}
         for kind, d, stat in (("wall", wall, statistics.median),
                               ("cpu", cpu, statistics.median), ("cpumin", cpu, min)):
             p, e = stat(d["plain"]), stat(d["event"])
@@ -99,17 +131,19 @@ def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, flo
 
 
 def table(res: dict[str, dict[str, float]], reps: int) -> str:
-    lines = [f"Events when nothing triggers ({reps} interleaved repeats): median wall time; the "
-             f"process's CPU time (median, and min: least disturbed by a busy machine)", "",
-             "| case | steps | no event: wall / CPU / CPU min s | event: wall / CPU / CPU min s "
-             "| overhead wall / CPU / CPU min | per step (CPU min) |", "|---|---|---|---|---|---|"]
+    lines = [f"Events when nothing triggers ({reps} interleaved repeats). Overhead: the median "
+             f"over repeats of the ratio event / no event of two adjacent runs, wall time "
+             f"(CPU time of the process); times: medians (CPU min).", "",
+             "| case | steps | no event s | event s | overhead (paired) | overhead of medians "
+             "| per step (CPU min) | ATen ops per step |", "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         lines.append(
-            f"| {name} | {r['steps']} | {r['wall_plain']:.4f} / {r['cpu_plain']:.4f} / "
-            f"{r['cpumin_plain']:.4f} | {r['wall_event']:.4f} / {r['cpu_event']:.4f} / "
-            f"{r['cpumin_event']:.4f} | {100 * r['wall_overhead']:+.1f}% / "
-            f"{100 * r['cpu_overhead']:+.1f}% / {100 * r['cpumin_overhead']:+.1f}% | "
-            f"{r['cpumin_per_step_us']:+.1f} us |")
+            f"| {name} | {r['steps']} | {r['wall_plain']:.4f} ({r['cpumin_plain']:.4f}) | "
+            f"{r['wall_event']:.4f} ({r['cpumin_event']:.4f}) | "
+            f"{100 * r['pair_overhead']:+.1f}% ({100 * r['pair_cpu_overhead']:+.1f}%) | "
+            f"{100 * r['wall_overhead']:+.1f}% ({100 * r['cpu_overhead']:+.1f}%) | "
+            f"{r['cpumin_per_step_us']:+.1f} us | {r['ops_plain']:.1f} + "
+            f"{r['ops_event'] - r['ops_plain']:.1f} |")
     return "\n".join(lines)
 
 

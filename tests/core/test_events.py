@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdeflow as sf
 from sdeflow.verify import fit_order
@@ -214,6 +215,45 @@ def test_batch_of_any_shape_with_per_path_parameters() -> None:
     torch.testing.assert_close(sol.event_x[..., 0], level, rtol=0.0, atol=1e-9)
     assert {xs for _, xs in seen} == {(3, 4, 2)}
     assert {ts for ts, _ in seen} == {(), (3, 4)}  # step ends; one time per path
+
+
+class _Ops(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["adaptive", "fixed", "sde"])
+def test_a_step_where_nothing_fires_costs_fn_and_four_operations(kind: str) -> None:
+    """The hot path of an event that never fires (a work count, not a timing): per step,
+    fn's own operations (select, sub) plus at most four (the time as a tensor, sign, NaN
+    guard, one comparison with the last step's signs); no interpolant, no root finding."""
+    n = 50
+    w = torch.linspace(0.5, 5.0, n, dtype=D64)
+    if kind == "sde":
+        prob = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
+                      noise="diagonal")
+        x0 = torch.zeros(n, 2, dtype=D64)
+        kw: dict = dict(solver="euler_maruyama", steps=300, seed=0)
+    else:
+        prob = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
+        x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
+        kw = dict(rtol=1e-8, atol=1e-10) if kind == "adaptive" else dict(steps=300)
+    never = sf.Event(lambda t, x: x[..., 0] - 100.0)
+    counts = []
+    for extra in ({}, {"event": never}):
+        with _Ops() as ops:
+            sol = sf.solve(prob, x0, (0.0, 3.0), **kw, **extra)
+        counts.append(ops.n)
+    steps = sol.stats["accepted"] + sol.stats["rejected"]
+    assert torch.isnan(sol.event_t).all()
+    per_step = (counts[1] - counts[0]) / steps
+    assert per_step <= 2 + 4 + 0.1, per_step  # + the setup, spread over the steps
+    assert per_step >= 2, per_step  # fn is evaluated at every step's end
 
 
 # ------------------------------------------------------------------------------ bad input
