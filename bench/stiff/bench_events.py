@@ -15,13 +15,18 @@ and the process's CPU time (median and min):
 4. ``sde_bridge``: case 3 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
    and step: a real cost, reported for information).
 
-Timings are single-threaded (``torch.set_num_threads(1)``) on CPU.
+Besides the times: the paired overhead (median over repeats of event / no event of two adjacent
+runs, robust to a shared machine's drifting load), the hook's own time per step inside the
+solve, and the ATen operations per step (a load-independent count of the work). Results:
+bench/stiff/events_results.md. Timings are single-threaded (``torch.set_num_threads(1)``) on
+CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import math
 import statistics
 import sys
 import time
@@ -90,6 +95,34 @@ def ops_per_step(run: Callable[..., sf.Solution], ev: sf.Event) -> tuple[float, 
     return out[0], out[1]
 
 
+def hook_time(run: Callable[..., sf.Solution], ev: sf.Event, reps: int) -> float:
+    """Microseconds per step spent in the event monitor's hook inside the solve (the
+    least over ``reps`` solves; ``sdeflow.events.Monitor.accepted`` timed by wrapping it)."""
+    from sdeflow import events  # noqa: PLC0415
+
+    inner = events.Monitor.accepted
+    acc = [0.0, 0]
+
+    def timed(self: Any, *a: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(self, *a)
+        finally:
+            acc[0] += time.perf_counter() - t0
+            acc[1] += 1
+
+    best = math.inf
+    events.Monitor.accepted = timed  # type: ignore[method-assign]
+    try:
+        for _ in range(reps):
+            acc[:] = [0.0, 0]
+            run(event=ev)
+            best = min(best, 1e6 * acc[0] / max(1, acc[1]))
+    finally:
+        events.Monitor.accepted = inner  # type: ignore[method-assign]
+    return best
+
+
 def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
     out = {}
     for name, (run, ev) in cases().items():
@@ -113,7 +146,9 @@ def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, flo
         if steps["plain"] != steps["event"]:
             raise RuntimeError(f"{name}: the event changed the steps {steps}")
         ops = ops_per_step(run, ev)
+        hook = hook_time(run, ev, reps)
         res = {"steps": steps["plain"], "ops_plain": ops[0], "ops_event": ops[1],
+               "hook_us": hook,
                # each repeat's two runs are adjacent in time: the ratio within a pair cancels
                # the slow drifts of a shared machine's load
                "pair_overhead": statistics.median(e / p for e, p in zip(wall["event"],
@@ -135,14 +170,15 @@ def table(res: dict[str, dict[str, float]], reps: int) -> str:
              f"over repeats of the ratio event / no event of two adjacent runs, wall time "
              f"(CPU time of the process); times: medians (CPU min).", "",
              "| case | steps | no event s | event s | overhead (paired) | overhead of medians "
-             "| per step (CPU min) | ATen ops per step |", "|---|---|---|---|---|---|---|---|"]
+             "| per step (CPU min) | hook per step (min) | ATen ops per step |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         lines.append(
             f"| {name} | {r['steps']} | {r['wall_plain']:.4f} ({r['cpumin_plain']:.4f}) | "
             f"{r['wall_event']:.4f} ({r['cpumin_event']:.4f}) | "
             f"{100 * r['pair_overhead']:+.1f}% ({100 * r['pair_cpu_overhead']:+.1f}%) | "
             f"{100 * r['wall_overhead']:+.1f}% ({100 * r['cpu_overhead']:+.1f}%) | "
-            f"{r['cpumin_per_step_us']:+.1f} us | {r['ops_plain']:.1f} + "
+            f"{r['cpumin_per_step_us']:+.1f} us | {r['hook_us']:.1f} us | {r['ops_plain']:.1f} + "
             f"{r['ops_event'] - r['ops_plain']:.1f} |")
     return "\n".join(lines)
 
