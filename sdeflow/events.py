@@ -7,9 +7,12 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
 
 * a path whose ``g`` changed sign (in ``direction``: ``+1`` upward, ``-1`` downward, ``0``
   both) has crossed. For ODEs the crossing time is found by Illinois regula falsi on
-  ``g(t + theta h, x(theta))`` with ``x(theta)`` the solver's interpolant (evaluated for the
-  crossing paths only, through its values at 8 Chebyshev nodes -- exact for the polynomial
-  interpolants of every solver here), to a bracket of ``1e-13`` relative in time;
+  ``g(t + theta h, x(theta))`` with ``x(theta)`` the solver's interpolant (through its values
+  at 8 Chebyshev nodes -- exact for the polynomial interpolants of every solver here), one
+  ``theta`` per crossing path, to a bracket of ``1e-13`` relative in time. ``fn`` always sees
+  the whole batch ``(..., d)``, at one time per path (shape ``x.shape[:-1]``) while a crossing
+  is located (the other paths at the step's end), so parameters of the batch's shape in
+  ``fn`` line up with the paths;
 * for SDEs the crossing is detected at the step's end (``event_t`` is the end of the step).
   With ``bridge=True`` (scalar, diagonal or additive noise) a path that stayed on one side
   still crosses with the probability that a Brownian bridge between the two values crossed
@@ -19,6 +22,11 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
   stepping (a frozen path's rows are held at their event state and masked out of the error
   norm, so they no longer limit the step size) and the solve ends when every path has
   triggered (status ``"event"``) or at ``t_end``.
+
+When nothing fires a step costs one call of each ``fn`` at the step's end and one comparison
+of the signs of ``g`` (NaN where ``g`` is not finite, so a NaN or an infinity raises) with
+those of the previous step: one host sync per step; the interpolant is built only for a step
+in which some path changed sign.
 
 ``sol.event_t`` / ``sol.event_x`` / ``sol.event_index`` hold, per path, the time, state and
 index (in a tuple of events) of the terminal event that stopped it, or else of the first
@@ -52,9 +60,11 @@ class Event:
     Args:
         fn: ``fn(t, x)`` returning one value per path: ``x.shape[:-1]`` for a batched state,
             a scalar (0-dim tensor or float) for an unbatched one (a scalar for a batched
-            state is the same value for every path). During root finding ``t``
-            is a tensor of one time per crossing path and ``x`` holds those paths' states
-            ``(n, d)``; write ``fn`` elementwise per path (``x[..., 0] - t`` is fine).
+            state is the same value for every path). ``x`` is always the whole state;
+            ``t`` is a 0-dim tensor at a step's end and, while a crossing is located, a
+            tensor of one time per path (shape ``x.shape[:-1]``): write ``fn`` elementwise
+            per path (``x[..., 0] - t`` or ``x[..., 0] - level`` with ``level`` of the
+            batch's shape are fine).
         terminal: freeze a path at its first crossing (the solve ends when all have).
         direction: ``+1`` counts only upward crossings (``g`` from negative to positive),
             ``-1`` only downward ones, ``0`` both.
@@ -84,28 +94,27 @@ def _chebyshev(n: int) -> list[float]:
     return [0.5 - 0.5 * math.cos(math.pi * (2 * k + 1) / (2 * n)) for k in range(n)]
 
 
-class _Rows:
-    """The crossing paths' interpolant as a polynomial: values at the Chebyshev nodes and the
-    barycentric weights (stable evaluation at one ``theta`` per path)."""
+class _Poly:
+    """A step's interpolant as a polynomial: values at the Chebyshev nodes and the barycentric
+    weights (stable evaluation at one ``theta`` per path)."""
 
-    def __init__(self, interp: Interpolant, rows: Tensor, d: int, like: Tensor) -> None:
+    def __init__(self, interp: Interpolant, n: int, d: int, like: Tensor) -> None:
         nodes = _chebyshev(N_NODES)
         self.nodes = torch.tensor(nodes, dtype=like.dtype, device=like.device)
         w = [1.0 / math.prod(nodes[j] - nodes[m] for m in range(N_NODES) if m != j)
              for j in range(N_NODES)]
         self.w = torch.tensor(w, dtype=like.dtype, device=like.device)
-        vals = [interp(th).reshape(-1, d)[rows] for th in nodes]
-        self.vals = torch.stack(vals, 1)  # (n, K, d)
+        self.vals = torch.stack([interp(th).reshape(n, d) for th in nodes], 1)  # (n, K, d)
 
-    def eval(self, theta: Tensor, vals: Tensor) -> Tensor:
-        """``x(theta)`` per path from ``vals`` ``(n, K, d)`` (barycentric Lagrange formula)."""
+    def __call__(self, theta: Tensor) -> Tensor:
+        """``x(theta)`` per path, ``theta`` of shape ``(n,)`` (barycentric Lagrange formula)."""
         diff = theta.unsqueeze(-1) - self.nodes  # (n, K)
         exact = diff == 0
         diff = torch.where(exact, torch.ones_like(diff), diff)
         c = self.w / diff
         c = torch.where(exact.any(-1, keepdim=True), exact.to(c.dtype), c)
         c = c / c.sum(-1, keepdim=True)
-        return torch.einsum("nk,nkd->nd", c, vals)
+        return torch.einsum("nk,nkd->nd", c, self.vals)
 
 
 class Monitor:
@@ -130,18 +139,30 @@ class Monitor:
         self.all_frozen = False
         self.recorded = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
         self._want = torch.Size(self.pshape)
+        self.dtype, self.device = dt, x0.device
         self.g_old = [self.value(e, t0, x0, check=True) for e in self.events]
         self.fired = [0] * len(self.events)
         self.gen = None
         if any(e.bridge for e in self.events):
             self.gen = torch.Generator(device="cpu")
             self.gen.manual_seed(0 if seed is None else seed + 1)
+        # the per-step test when nothing fires: fn at the step's end, its sign (NaN where the
+        # value is not finite), one comparison with the last step's signs (docs/events.md)
+        self.fast = self.gen is None
+        self._zero = torch.zeros((), dtype=dt, device=x0.device)
+        self._frozen_p = self.frozen.view(self._want)
+        self.s_old = self._signs([g.view(self._want) for g in self.g_old])
 
     # ------------------------------------------------------------------------ evaluation
     def value(self, ev: Event, t: float | Tensor, x: Tensor, check: bool = False) -> Tensor:
         """``fn(t, x)`` flattened to ``(n,)``, checked for shape and finiteness."""
         tt = t if isinstance(t, Tensor) else torch.full((), t, dtype=x.dtype, device=x.device)
-        out = ev.fn(tt, x)
+        return self.coerce(ev.fn(tt, x), t, x, finite=True)
+
+    def coerce(self, out: Any, t: float | Tensor, x: Tensor, finite: bool) -> Tensor:
+        """An output of ``fn`` as a detached tensor of ``x``'s dtype, flattened to ``(n,)``:
+        a number or a 0-dim tensor is broadcast to every path; a wrong shape (and with
+        ``finite`` a non-finite value) raises, naming ``fn`` and the time."""
         if not isinstance(out, Tensor):
             if isinstance(out, (int, float)) and not isinstance(out, bool):
                 out = torch.full((), float(out), dtype=x.dtype, device=x.device)
@@ -155,7 +176,7 @@ class Monitor:
             raise ValueError(
                 f"event: fn(t, x) returned shape {tuple(out.shape)}, expected one value per "
                 f"path, shape {want} (x has shape {tuple(x.shape)})")
-        if not bool(torch.isfinite(out).all()):
+        if finite and not bool(torch.isfinite(out).all()):
             when = float(t) if not isinstance(t, Tensor) or t.dim() == 0 else float(t.min())
             raise ValueError(f"event: fn(t, x) returned non-finite values (at t={when:.6g})")
         return out.detach().to(x.dtype).reshape(-1)
@@ -167,30 +188,47 @@ class Monitor:
             return (g0 > 0) & (g1 <= 0)
         return (g0 * g1 <= 0) & (g0 != 0)
 
-    def _fast(self, ev: Event, t: float, x: Tensor) -> Tensor:
-        """``fn(t, x)`` flattened, with only the shape checked (finiteness is checked together
-        with the crossing test, one host sync per step)."""
-        out = ev.fn(torch.full((), t, dtype=x.dtype, device=x.device), x)
-        if not isinstance(out, Tensor) or out.shape != self._want or out.dtype != x.dtype:
-            return self.value(ev, t, x)
-        return out.detach().reshape(-1)
+    def _signs(self, g: list[Tensor]) -> Tensor:
+        """``sign(g)`` of every event (stacked), 0 on the frozen paths, NaN where ``g`` is
+        not finite."""
+        gs = g[0] if len(g) == 1 else torch.stack(g)
+        s = torch.sign(gs)
+        if self.any_frozen:
+            s.masked_fill_(self._frozen_p, 0.0)
+        return torch.addcmul(s, gs, self._zero)  # + 0 * g: NaN for NaN and +-inf
 
     # ----------------------------------------------------------------------- the hook
     def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
                  interp: Callable[[], Interpolant]) -> Tensor | None:
-        g_new = [self._fast(e, t_new, x_new) for e in self.events]
+        xv = x_new.detach() if x_new.requires_grad else x_new
+        tt = torch.full((), t_new, dtype=self.dtype, device=self.device)
+        g_new = []
+        for e in self.events:
+            out = e.fn(tt, xv)
+            if out.__class__ is not Tensor or out.shape != self._want or \
+                    out.dtype != self.dtype or out.requires_grad:
+                # shape checked, converted; finiteness goes with the sign test below
+                out = self.coerce(out, t_new, xv, finite=False).view(self._want)
+            g_new.append(out)
         g_old = self.g_old
         self.g_old = g_new
-        if self.gen is None:
-            # fast path, one host sync: every live path kept its sign (a NaN fails the test)
-            same = True
-            for g0, g1 in zip(g_old, g_new):
-                prod = g0 * g1
-                if self.any_frozen:
-                    prod = prod.masked_fill(self.frozen, 1.0)
-                same = same and bool((prod > 0).all())
+        if self.fast:
+            s_new = self._signs(g_new)
+            same = torch.equal(s_new, self.s_old)  # the one host sync of a step
+            self.s_old = s_new
             if same:
+                # no live path changed sign and every value is finite: nothing crossed
                 return None
+        out = self._slow(t, t_new, x, x_new, interp, [g.reshape(-1) for g in g_old],
+                         [g.reshape(-1) for g in g_new])
+        if out is not None and self.fast:  # newly frozen paths: their signs no longer count
+            self.s_old = self._signs(g_new)
+        return out
+
+    def _slow(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
+              interp: Callable[[], Interpolant], g_old: list[Tensor],
+              g_new: list[Tensor]) -> Tensor | None:
+        """A step where some sign changed (or any step with the bridge correction)."""
         for e, g in zip(self.events, g_new):
             if not bool(torch.isfinite(g).all()):
                 self.value(e, t_new, x_new)  # raises, naming the time
@@ -208,71 +246,78 @@ class Monitor:
 
     def _fire(self, t: float, t_new: float, x_new: Tensor, interp: Callable[[], Interpolant],
               cross: list[Tensor], g_old: list[Tensor], g_new: list[Tensor]) -> Tensor | None:
+        """Locate this step's crossings; record, per path, the earliest terminal one (which
+        freezes the path) or else the earliest non-terminal one if the path has none yet."""
         n, d = self.n, self.d
         h = t_new - t
-        best_t = torch.full((n,), math.inf, dtype=x_new.dtype, device=x_new.device)
-        best_x = torch.zeros((n, d), dtype=x_new.dtype, device=x_new.device)
-        best_i = torch.full((n,), -1, dtype=torch.long, device=x_new.device)
+        sign = 1.0 if h > 0 else -1.0  # "earliest" in the direction of integration
+        like = x_new
         xn = x_new.reshape(n, d)
-        poly: _Rows | None = None
+        # [0]: the earliest of all events (non-terminal record), [1]: of the terminal ones
+        best = [(torch.full((n,), math.inf, dtype=like.dtype, device=like.device),
+                 torch.zeros((n, d), dtype=like.dtype, device=like.device),
+                 torch.full((n,), -1, dtype=torch.long, device=like.device)) for _ in range(2)]
+        poly: _Poly | None = None
         sde = self.sde is not None
-        union = torch.zeros(n, dtype=torch.bool, device=x_new.device)
-        for c in cross:
-            union |= c
-        rows_all = union.nonzero().squeeze(-1)
         for k, (ev, c) in enumerate(zip(self.events, cross)):
+            if not ev.terminal:
+                c = c & ~self.recorded  # later crossings of a recorded path change nothing
             rows = c.nonzero().squeeze(-1)
             if rows.numel() == 0:
                 continue
             if sde:
-                te = torch.full((rows.numel(),), t_new, dtype=x_new.dtype, device=x_new.device)
+                te = torch.full((rows.numel(),), t_new, dtype=like.dtype, device=like.device)
                 xe = xn[rows]
             else:
                 if poly is None:
-                    poly = _Rows(interp(), rows_all, d, x_new)
-                sub = torch.searchsorted(rows_all, rows)
-                te, xe = self._locate(ev, t, h, poly, sub, g_old[k][rows], g_new[k][rows])
-            better = te < best_t[rows]
-            r = rows[better]
-            best_t[r], best_x[r], best_i[r] = te[better], xe[better], k
-        hit = best_i >= 0
-        terminal = torch.tensor([e.terminal for e in self.events], device=x_new.device)
-        is_term = hit & terminal[best_i.clamp(min=0)]
-        record = (hit & ~self.recorded) | is_term
-        self.event_t = torch.where(record, best_t, self.event_t)
-        self.event_x = torch.where(record.unsqueeze(-1), best_x, self.event_x)
-        self.event_index = torch.where(record, best_i, self.event_index)
-        self.recorded |= record
+                    poly = _Poly(interp(), n, d, like)
+                te, xe = self._locate(ev, t, h, poly, rows, g_old[k][rows], g_new[k][rows])
+            for bt, bx, bi in best[: 2 if ev.terminal else 1]:
+                better = sign * te < bt[rows]
+                r = rows[better]
+                bt[r], bx[r], bi[r] = sign * te[better], xe[better], k
+        (_, first_x, first_i), (_, term_x, term_i) = best
+        first_t, term_t = sign * best[0][0], sign * best[1][0]
+        is_term = term_i >= 0
+        first = (first_i >= 0) & ~self.recorded & ~is_term
+        self.event_t = torch.where(is_term, term_t, torch.where(first, first_t, self.event_t))
+        self.event_x = torch.where(is_term.unsqueeze(-1), term_x,
+                                   torch.where(first.unsqueeze(-1), first_x, self.event_x))
+        self.event_index = torch.where(is_term, term_i,
+                                       torch.where(first, first_i, self.event_index))
+        self.recorded |= first | is_term
         for k in range(len(self.events)):
-            self.fired[k] += int((record & (best_i == k)).sum())
+            self.fired[k] += int(((first & (first_i == k)) | (is_term & (term_i == k))).sum())
         if not bool(is_term.any()):
             return None
         self.frozen = self.frozen | is_term
+        self._frozen_p = self.frozen.view(self._want)
         self.any_frozen = True
         self.all_frozen = bool(self.frozen.all())
-        out = torch.where(is_term.unsqueeze(-1), best_x, xn)
+        out = torch.where(is_term.unsqueeze(-1), term_x, xn)
         return out.reshape(x_new.shape)
 
-    def _locate(self, ev: Event, t: float, h: float, poly: _Rows, sub: Tensor, ga: Tensor,
+    def _locate(self, ev: Event, t: float, h: float, poly: _Poly, rows: Tensor, ga: Tensor,
                 gb: Tensor) -> tuple[Tensor, Tensor]:
-        """Illinois regula falsi per path on ``theta in [0, 1]`` (docs/math.md §13.5)."""
+        """Illinois regula falsi per path on ``theta in [0, 1]`` for the paths ``rows``
+        (docs/math.md §13.5). ``fn`` always sees the whole batch, at one time per path
+        (the other paths at the step's end), so per-path parameters in ``fn`` line up."""
         like = ga
         a = torch.zeros_like(ga)
         b = torch.ones_like(ga)
         eps = torch.finfo(like.dtype).eps
         tol = max(1e-13, 4 * eps) * max(abs(t), abs(t + h), abs(h)) / abs(h)
-        vals = poly.vals[sub]
-        sub_poly = _Sub(poly, vals)
+        full = torch.ones(self.n, dtype=like.dtype, device=like.device)
+        tshape = self.pshape if self.batched else ()
         side = torch.zeros_like(ga)  # +1: b was kept last time, -1: a was kept
         theta = b.clone()
         gt = gb.clone()
         for _ in range(MAX_ILLINOIS):
             theta = (a * gb - b * ga) / (gb - ga)
             theta = torch.where(torch.isfinite(theta), theta, 0.5 * (a + b)).clamp(0.0, 1.0)
-            xt = sub_poly(theta)
-            tt = t + theta * h
-            gt = self.value(ev, tt if self.batched else tt.reshape(()),
-                            xt if self.batched else xt.reshape(self.like.shape))
+            th = full.index_put((rows,), theta)
+            xt = poly(th).reshape(self.like.shape)
+            gt = self.value(ev, (t + th * h).reshape(tshape), xt)[rows]
             left = torch.sign(gt) == torch.sign(ga)
             # keep the bracket [a, b] around the root; halve the kept end's value (Illinois)
             a_new = torch.where(left, theta, a)
@@ -286,7 +331,7 @@ class Monitor:
                 break
         theta = torch.where(gt == 0, theta, torch.where(ga.abs() < gb.abs(), a, b))
         te = t + theta * h
-        return te, sub_poly(theta)
+        return te, poly(full.index_put((rows,), theta))[rows]
 
     def _bridge(self, t: float, t_new: float, x: Tensor, cross: list[Tensor],
                 g_old: list[Tensor], g_new: list[Tensor], live: Tensor) -> list[Tensor]:
@@ -331,16 +376,6 @@ class Monitor:
                                            else tuple(self.like.shape))
         sol.event_index = self.event_index.reshape(shape)
         sol.stats["events"] = list(self.fired) if len(self.events) > 1 else self.fired[0]
-
-
-class _Sub:
-    """A :class:`_Rows` restricted to some of its rows."""
-
-    def __init__(self, poly: _Rows, vals: Tensor) -> None:
-        self.poly, self.vals = poly, vals
-
-    def __call__(self, theta: Tensor) -> Tensor:
-        return self.poly.eval(theta, self.vals)
 
 
 # ----------------------------------------------------------------------------- the wrapper

@@ -384,8 +384,8 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
         nzs = noise.block(i, j) if noise is not None else None
         x_start, state_start, aj_start = x, state, after_jump
         cols = [col[i:j].unbind(0) for col in st.cols]
+        tts = list(zip(*cols))
         if plain:  # the hot path: no hooks, no jumps; a step's result is a StepResult tuple
-            tts = list(zip(*cols))
             nzl = nzs if nzs is not None else [None] * (j - i)
             for m in range(j - i):
                 k = i + m
@@ -397,7 +397,7 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
         else:
             for k in range(i, j):
                 t = grid[k]
-                tt = st.times(k, after_jump)
+                tt = st.times(k, after_jump) if st.jumps else tts[k - i]
                 res = step(terms, tt, t, hs[k], x, state,
                            nzs[k - i] if nzs is not None else None)
                 x_new = res.x

@@ -12,15 +12,13 @@ Tables:
 2. 1,000 Robertson problems (rate constants +-20%, seed 0) to t = 1e5 in one batched call
    against scipy's Radau looped over them (the loop timed on a subset and scaled; errors
    against per-problem Radau references at rtol 1e-11 on a subset).
-3. Events when nothing triggers: 1,000 oscillators (dopri5, rtol 1e-8) with and without an
-   event that never fires; median of repeated runs.
+(Events when nothing triggers: bench/stiff/bench_events.py.)
 Timings are single-threaded (torch.set_num_threads(1)) on CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -201,27 +199,6 @@ def batched(quick: bool) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------- table 3
-def overhead(quick: bool) -> dict[str, float]:
-    n = 1000
-    w = torch.linspace(0.5, 5.0, n, dtype=D64)
-    ode = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
-    x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
-    never = sf.Event(lambda t, x: x[..., 0] - 10.0)
-    reps = 3 if quick else 7
-    res = {}
-    for label, kw in (("plain", {}), ("event", {"event": never})):
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            sol = sf.solve(ode, x0, (0.0, 10.0), rtol=1e-8, atol=1e-10, **kw)
-            times.append(time.perf_counter() - t0)
-        res[label] = statistics.median(times)
-        res[label + "_steps"] = sol.stats["steps"]
-    res["overhead"] = res["event"] / res["plain"] - 1
-    return res
-
-
 def targets(rows: list[dict[str, Any]]) -> list[str]:
     """Issue 12's targets for each sdeflow solver: steps <= 1.3x diffrax Kvaerno5's,
     f-evaluations + Jacobians <= 2x scipy Radau's, error <= scipy Radau's."""
@@ -272,12 +249,6 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| sdeflow {name}, one batched call ({b[name]['steps']} steps) | "
                      f"{b[name]['wall']:.2f} | {b['scipy_wall'] / b[name]['wall']:.1f}x | "
                      f"{b['err'][name]:.2e} |")
-    o = overhead(a.quick)
-    lines += ["", "Events when nothing triggers (1,000 oscillators, dopri5, rtol 1e-8):", "",
-              "| run | median wall s | steps |", "|---|---|---|",
-              f"| no event | {o['plain']:.3f} | {o['plain_steps']} |",
-              f"| event (never fires) | {o['event']:.3f} | {o['event_steps']} |",
-              f"| overhead | {100 * o['overhead']:.1f}% | |"]
     text = "\n".join(lines)
     print(text)
     if a.out:

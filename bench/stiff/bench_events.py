@@ -1,0 +1,202 @@
+"""Events when nothing triggers: the wall-time overhead of ``event=`` (issue 12: at most 10%).
+
+    PYTHONPATH=. python bench/stiff/bench_events.py [--quick] [--reps 9] [--out FILE]
+
+Three cases, each solved with and without an event that never fires; the two runs alternate
+(interleaved repeats, one process) and the table gives the median wall time of each,
+and the process's CPU time (median and min):
+
+1. ``batch``: 1,000 harmonic oscillators (state (1000, 2)), dopri5, rtol 1e-8 / atol 1e-10,
+   t in [0, 10] (838 steps): the per-step tensor work dominates;
+2. ``small``: one oscillator (state (1, 2)), dopri5, rtol 1e-12 / atol 1e-14, t in [0, 14]
+   (about 1,000 steps): Python overhead dominates;
+3. ``sde``: first passage of 1,000 Brownian paths (state (1000, 1)) to a level they never
+   reach, euler_maruyama, 2,000 fixed steps, seed 0 (an SDE's fixed-step hot path);
+4. ``sde_bridge``: case 3 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
+   and step: a real cost, reported for information).
+
+Besides the times: the paired overhead (median over repeats of event / no event of two adjacent
+runs, robust to a shared machine's drifting load), the hook's own time per step inside the
+solve, and the ATen operations per step (a load-independent count of the work). Results:
+bench/stiff/events_results.md. Timings are single-threaded (``torch.set_num_threads(1)``) on
+CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import sdeflow as sf
+
+torch.set_num_threads(1)
+D64 = torch.float64
+
+
+def _oscillators(n: int) -> tuple[sf.ODE, torch.Tensor]:
+    w = torch.linspace(0.5, 5.0, n, dtype=D64) if n > 1 else torch.ones(1, dtype=D64)
+    ode = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
+    x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
+    return ode, x0
+
+
+def cases() -> dict[str, tuple[Callable[..., sf.Solution], sf.Event]]:
+    never = sf.Event(lambda t, x: x[..., 0] - 10.0)
+    big, xb = _oscillators(1000)
+    small, xs = _oscillators(1)
+    bm = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
+                noise="diagonal")
+    xw = torch.zeros(1000, 1, dtype=D64)
+    level = sf.Event(lambda t, x: x[..., 0] - 100.0, direction=1)
+    bridge = sf.Event(lambda t, x: x[..., 0] - 100.0, direction=1, bridge=True)
+
+    def batch(**kw: Any) -> sf.Solution:
+        return sf.solve(big, xb, (0.0, 10.0), rtol=1e-8, atol=1e-10, **kw)
+
+    def one(**kw: Any) -> sf.Solution:
+        return sf.solve(small, xs, (0.0, 14.0), rtol=1e-12, atol=1e-14, **kw)
+
+    def sde(**kw: Any) -> sf.Solution:
+        return sf.solve(bm, xw, (0.0, 1.0), solver="euler_maruyama", steps=2000, seed=0, **kw)
+
+    return {"batch": (batch, never), "small": (one, never), "sde": (sde, level),
+            "sde_bridge": (sde, bridge)}
+
+
+class _OpCount(TorchDispatchMode):
+    """Counts the ATen operations dispatched (a load-independent measure of the work)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        self.count[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(run: Callable[..., sf.Solution], ev: sf.Event) -> tuple[float, float]:
+    """ATen operations per attempted step without and with the event."""
+    out = []
+    for kw in ({}, {"event": ev}):
+        with _OpCount() as m:
+            sol = run(**kw)
+        out.append(sum(m.count.values()) / (sol.stats["accepted"] + sol.stats["rejected"]))
+    return out[0], out[1]
+
+
+def hook_time(run: Callable[..., sf.Solution], ev: sf.Event, reps: int) -> float:
+    """Microseconds per step spent in the event monitor's hook inside the solve (the
+    least over ``reps`` solves; ``sdeflow.events.Monitor.accepted`` timed by wrapping it)."""
+    from sdeflow import events  # noqa: PLC0415
+
+    inner = events.Monitor.accepted
+    acc = [0.0, 0]
+
+    def timed(self: Any, *a: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(self, *a)
+        finally:
+            acc[0] += time.perf_counter() - t0
+            acc[1] += 1
+
+    best = math.inf
+    events.Monitor.accepted = timed  # type: ignore[method-assign]
+    try:
+        for _ in range(reps):
+            acc[:] = [0.0, 0]
+            run(event=ev)
+            best = min(best, 1e6 * acc[0] / max(1, acc[1]))
+    finally:
+        events.Monitor.accepted = inner  # type: ignore[method-assign]
+    return best
+
+
+def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (run, ev) in cases().items():
+        if only and name not in only:
+            continue
+        run()
+        run(event=ev)  # warm-up
+        wall: dict[str, list[float]] = {"plain": [], "event": []}
+        cpu: dict[str, list[float]] = {"plain": [], "event": []}
+        steps = {}
+        for r in range(reps):  # interleaved, alternating which goes first
+            for label in (("plain", "event") if r % 2 == 0 else ("event", "plain")):
+                w0, c0 = time.perf_counter(), time.process_time()
+                sol = run(event=ev) if label == "event" else run()
+                wall[label].append(time.perf_counter() - w0)
+                cpu[label].append(time.process_time() - c0)
+                steps[label] = sol.stats["accepted"]
+                if label == "event" and not bool(torch.isnan(sol.event_t).all()):
+                    raise RuntimeError(f"{name}: the event fired; the benchmark needs one "
+                                       f"that never does")
+        if steps["plain"] != steps["event"]:
+            raise RuntimeError(f"{name}: the event changed the steps {steps}")
+        ops = ops_per_step(run, ev)
+        hook = hook_time(run, ev, reps)
+        res = {"steps": steps["plain"], "ops_plain": ops[0], "ops_event": ops[1],
+               "hook_us": hook,
+               # each repeat's two runs are adjacent in time: the ratio within a pair cancels
+               # the slow drifts of a shared machine's load
+               "pair_overhead": statistics.median(e / p for e, p in zip(wall["event"],
+                                                                        wall["plain"])) - 1,
+               "pair_cpu_overhead": statistics.median(
+                   e / p for e, p in zip(cpu["event"], cpu["plain"])) - 1}
+        for kind, d, stat in (("wall", wall, statistics.median),
+                              ("cpu", cpu, statistics.median), ("cpumin", cpu, min)):
+            p, e = stat(d["plain"]), stat(d["event"])
+            res[kind + "_plain"], res[kind + "_event"] = p, e
+            res[kind + "_overhead"] = e / p - 1
+            res[kind + "_per_step_us"] = 1e6 * (e - p) / max(1, steps["plain"])
+        out[name] = res
+    return out
+
+
+def table(res: dict[str, dict[str, float]], reps: int) -> str:
+    lines = [f"Events when nothing triggers ({reps} interleaved repeats). Overhead: the median "
+             f"over repeats of the ratio event / no event of two adjacent runs, wall time "
+             f"(CPU time of the process); times: medians (CPU min).", "",
+             "| case | steps | no event s | event s | overhead (paired) | overhead of medians "
+             "| per step (CPU min) | hook per step (min) | ATen ops per step |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in res.items():
+        lines.append(
+            f"| {name} | {r['steps']} | {r['wall_plain']:.4f} ({r['cpumin_plain']:.4f}) | "
+            f"{r['wall_event']:.4f} ({r['cpumin_event']:.4f}) | "
+            f"{100 * r['pair_overhead']:+.1f}% ({100 * r['pair_cpu_overhead']:+.1f}%) | "
+            f"{100 * r['wall_overhead']:+.1f}% ({100 * r['cpu_overhead']:+.1f}%) | "
+            f"{r['cpumin_per_step_us']:+.1f} us | {r['hook_us']:.1f} us | {r['ops_plain']:.1f} + "
+            f"{r['ops_event'] - r['ops_plain']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    reps = a.reps or (3 if a.quick else 9)
+    text = table(measure(reps, a.only), reps)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as fh:
+            fh.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
