@@ -181,6 +181,17 @@ class Recording(Solver, register=False):
         return self
 
 
+def loop_solver(s: Setup) -> Solver:
+    """The solver the loop steps with: an adaptive SDE solve of a fixed-step scheme adapts it
+    by step doubling (as :func:`sdeflow.solve.run` does)."""
+    slv = s.solver
+    if s.adaptive and s.is_sde and not slv.caps.adaptive and slv.noise_points == (0.0, 1.0):
+        from ..solvers.adaptive_sde import StepDoubling  # noqa: PLC0415
+
+        slv = StepDoubling(slv)
+    return slv
+
+
 class StepLog(StepHook):
     """Counts accepted steps into the :class:`Recording` and calls ``on_step`` for each."""
 
@@ -242,6 +253,91 @@ def no_params_warning(mode: str) -> None:
     warnings.warn(f"adjoint={mode!r}: the problem has no parameters that require grad (none "
                   f"found in nn.Module callables; pass adjoint_params=...); computing x0 "
                   f"gradients only", RuntimeWarning, stacklevel=4)
+
+
+# ------------------------------------------------------------------------------- noise
+class NoiseReplay:
+    """The Brownian increments a finished solve's step ``k`` got, asked again (docs/math.md
+    §14.5): from the seed's counter-based stream (fixed steps, ``seed=``), or from the Brownian
+    object (the user's, or a :class:`~sdeflow.BrownianTree` made from the seed for adaptive
+    steps) queried at the step's times. Nothing is stored per step.
+
+    :func:`prepare` fixes the source before the forward solve (it rewrites ``args``).
+    """
+
+    def __init__(self, solver: Solver, space_time: bool, shape: tuple[int, ...], like: Tensor,
+                 seed: int | None, bm: Any) -> None:
+        self.points = tuple(solver.noise_points)
+        self.per = len(self.points) - 1
+        self.space_time = space_time
+        self.bm = bm
+        self.src = None
+        if bm is None:
+            from ..brownian import SeededNoise  # noqa: PLC0415
+
+            self.src = SeededNoise(shape, seed, like.dtype, like.device)
+
+    def _pts(self, t: float, h: float, t_new: float) -> list[float]:
+        return [t] + [t + p * h for p in self.points[1:-1]] + [t_new]
+
+    def _draw(self, k: int, t: float, h: float, t_new: float) -> tuple[Tensor, Tensor | None]:
+        pts = self._pts(t, h, t_new)
+        if self.src is None:
+            return self.bm.grid(pts, space_time=self.space_time)  # type: ignore[no-any-return]
+        self.src.step = k * self.per
+        hs = torch.tensor([b - a for a, b in zip(pts[:-1], pts[1:])], dtype=torch.float64)
+        return self.src.increments(hs, self.space_time)
+
+    def at(self, k: int, t: float, h: float, t_new: float) -> Any:
+        """Step ``k``'s noise exactly as the loop handed it to the solver."""
+        dw, it = self._draw(k, t, h, t_new)
+        if self.per == 1:
+            return (dw[0],) if it is None else (dw[0], it[0])
+        if it is None:
+            return [(d,) for d in dw.unbind(0)]
+        return list(zip(dw.unbind(0), it.unbind(0)))
+
+    def increment(self, k: int, t: float, h: float, t_new: float) -> Tensor:
+        """``W(t_new) - W(t)`` of step ``k``."""
+        if self.src is None:
+            return self.bm.grid([t, t_new], space_time=False)[0][0]  # type: ignore[no-any-return]
+        dw, _ = self._draw(k, t, h, t_new)
+        return dw[0] if self.per == 1 else dw.sum(0)
+
+    @staticmethod
+    def prepare(s: Setup, args: dict[str, Any], solver: Solver) -> NoiseReplay | None:
+        """The replay of an SDE solve stepped by ``solver`` (``None`` for ODEs); ``args`` get
+        the seed or path."""
+        if not s.is_sde:
+            return None
+        from ..brownian import BrownianTree  # noqa: PLC0415
+        from ..brownian._common import check_seed  # noqa: PLC0415
+
+        x0 = args["x0"]
+        shape = brownian_shape(s, x0)
+        bm = args["brownian"]
+        seed = None
+        if bm is None:
+            seed = check_seed(args["seed"])  # a drawn seed is kept, so the replay matches
+            if s.adaptive:  # an adaptive solve's own path forgets: a tree answers again
+                lo, hi = min(s.t0, s.t1), max(s.t0, s.t1)
+                bm = BrownianTree(shape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype,
+                                  device=x0.device)
+                args.update(brownian=bm, seed=None)
+            else:
+                args["seed"] = seed
+        return NoiseReplay(solver, solver.caps.space_time, shape, x0, seed, bm)
+
+
+def brownian_shape(s: Setup, x0: Tensor) -> tuple[int, ...]:
+    """The Brownian shape of the solve (general noise: ``m`` from one diffusion call)."""
+    p = s.problem
+    m = None
+    if p.noise == "general":  # type: ignore[union-attr]
+        _, g = p._fields()  # type: ignore[union-attr]
+        with torch.no_grad():
+            m = int(g(torch.full((), s.t0, dtype=x0.dtype, device=x0.device), x0).shape[-1])
+    return p.brownian_shape(x0.shape, m)  # type: ignore[union-attr]
 
 
 def snap_of(args: dict[str, Any], t0: float, t1: float) -> float:

@@ -9,10 +9,14 @@ or as many fixed steps per unit time); at an output time ``a`` gains that output
 and ``x`` restarts from the saved forward value.
 
 SDEs (Li et al. 2020): the adjoint is a Stratonovich SDE on the same Brownian path queried
-backwards. An Ito problem is converted first (``f - 1/2 sum_j (dg_j/dx) g_j``). Each backward
-step is a stochastic Heun step of the augmented system, whose noise term ``G(z) dW`` is formed
-as one vector-Jacobian product of ``psi(x) = f h + g dW`` -- the ``(d + p) x m`` matrix ``G`` is
-never built. Steps: the forward's accepted steps reversed.
+backwards: each backward step asks the seed's counter-based stream (fixed steps) or the
+Brownian object (the user's, or a :class:`~sdeflow.BrownianTree` made from the seed for
+adaptive steps) for the forward step's increment again, so nothing noise-sized is kept per
+step (docs/math.md §14.5). An Ito problem is converted first
+(``f - 1/2 sum_j (dg_j/dx) g_j``). Each backward step is a stochastic Heun step of the
+augmented system, whose noise term ``G(z) dW`` is formed as one vector-Jacobian product of
+``psi(x) = f h + g dW`` -- the ``(d + p) x m`` matrix ``G`` is never built. Steps: the
+forward's accepted steps reversed.
 """
 
 from __future__ import annotations
@@ -25,8 +29,17 @@ import torch
 
 from ..problems import ODE
 from ..solution import Solution
-from ..solvers.base import noise_term
-from ._common import EngineFunction, Recording, Setup, StepLog, no_params_warning
+from ..solvers.base import Solver, noise_term
+from ..solvers.registry import resolve
+from ._common import (
+    EngineFunction,
+    NoiseReplay,
+    Recording,
+    Setup,
+    StepLog,
+    loop_solver,
+    no_params_warning,
+)
 from ._solve_mod import SOLVE as _solve
 
 Tensor = torch.Tensor
@@ -108,18 +121,14 @@ class _SDEEngine:
         self.s = s
         self.sol: Solution | None = None
         self.times: list[float] = []
-        self.bm: Any = None
+        self.replay: NoiseReplay | None = None
 
     def forward(self) -> Solution:
         s = self.s
         args = dict(s.args)
-        x0 = args["x0"]
-        if args["brownian"] is None:
-            self.bm = _make_path(s, x0, args["seed"])
-            args.update(brownian=self.bm, seed=None)
-        else:
-            self.bm = args["brownian"]
-        rec = Recording(s.solver)
+        inner = loop_solver(s)
+        self.replay = NoiseReplay.prepare(s, args, inner)
+        rec = Recording(inner)
         args["solver"] = rec
         times = [s.t0]
 
@@ -177,7 +186,8 @@ class _SDEEngine:
             k = last - r  # stepping from times[k] to times[k-1]
             t_a, t_b = rev[r], rev[r + 1]
             h = t_b - t_a
-            dw = self.bm.grid([t_a, t_b], space_time=False)[0][0]  # one step: no O(n) stack
+            # the forward step k-1's increment, reversed (asked again: nothing stored per step)
+            dw = -self.replay.increment(k - 1, t_b, t_a - t_b, t_a)  # type: ignore[union-attr]
             ta = torch.full((), t_a, dtype=like.dtype, device=like.device)
             tb = torch.full((), t_b, dtype=like.dtype, device=like.device)
             ix, ia, ip = inc(ta, x, a, h, dw)
@@ -218,23 +228,17 @@ def _ito_correction(g: Any, t: Tensor, x: Tensor, noise: str) -> Tensor:
     return total
 
 
-def _make_path(s: Setup, x0: Tensor, seed: Any) -> Any:
-    from .. import brownian as _b  # noqa: PLC0415
-
-    p = s.problem
-    m = None
-    if p.noise == "general":  # type: ignore[union-attr]
-        f, g = p._fields()  # type: ignore[union-attr]
-        with torch.no_grad():
-            m = int(g(torch.full((), s.t0, dtype=x0.dtype, device=x0.device), x0).shape[-1])
-    shape = p.brownian_shape(x0.shape, m)  # type: ignore[union-attr]
-    lo, hi = min(s.t0, s.t1), max(s.t0, s.t1)
-    cls = getattr(_b, "BrownianTree", None) or _b.BrownianPath
-    return cls(shape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype, device=x0.device)
-
-
 def solve_backsolve(s: Setup) -> Solution:
     """The solve with continuous-adjoint gradients."""
+    if not s.is_sde:
+        back = s.backward.get("solver", s.solver)
+        back = back if isinstance(back, Solver) else resolve(back)
+        if back.caps.implicit:
+            raise ValueError(f"solver: adjoint='backsolve' solves the adjoint system with the "
+                             f"forward solver, and the implicit {back.name!r} takes its Newton "
+                             f"Jacobian by autograd, which the adjoint system's field does not "
+                             f"carry; use adjoint='checkpoint' or 'backprop', or an explicit "
+                             f"solver")
     if not s.params:
         no_params_warning("backsolve")
     engine = _SDEEngine(s) if s.is_sde else _ODEEngine(s)

@@ -1,7 +1,8 @@
 """``adjoint="reversible"``: exact gradients of reversible Heun in O(1) memory.
 
-The forward solve keeps only each step's times (and, for SDEs, reads the increments from a
-Brownian object it can query again). The backward pass walks the steps in reverse: it inverts
+The forward solve keeps only each step's times; for SDEs the backward pass asks the seed's
+stream or the Brownian object for each step's increment again (:class:`._common.NoiseReplay`,
+docs/math.md §14.5). The backward pass walks the steps in reverse: it inverts
 step ``n`` algebraically (:func:`sdeflow.solvers.reversible.rev_inverse`) to recover
 ``(y_n, yh_n)``, re-runs that one step with a graph and backpropagates the adjoint of
 ``(y_{n+1}, yh_{n+1})`` through it (Kidger et al. 2021; docs/math.md §14.3). The
@@ -10,15 +11,12 @@ gradients equal backpropagation through the same steps up to the round-off of th
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..solution import Solution
 from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
-from ._common import EngineFunction, Recording, Setup, StepLog
+from ._common import EngineFunction, NoiseReplay, Recording, Setup, StepLog
 from ._solve_mod import SOLVE as _solve
-from .backsolve import _make_path
 
 Tensor = torch.Tensor
 
@@ -29,7 +27,7 @@ class _Engine:
         self.rec = Recording(s.solver)
         self.steps: list[tuple[Tensor, Tensor, float]] = []
         self.sol: Solution | None = None
-        self.bm: Any = None
+        self.replay: NoiseReplay | None = None
 
     def on_step(self, k: int, t: float, t_new: float) -> None:
         tt, _, h, _, _, _ = self.rec.last  # type: ignore[misc]
@@ -39,13 +37,8 @@ class _Engine:
     def forward(self) -> Solution:
         s = self.s
         args = dict(s.args, solver=self.rec)
-        if s.is_sde:
-            if args["brownian"] is None:
-                self.bm = _make_path(s, args["x0"], args["seed"])
-                args.update(brownian=self.bm, seed=None)
-            else:
-                self.bm = args["brownian"]
-        elif args["ts"] is not None and args["step_ts"] is None:
+        self.replay = NoiseReplay.prepare(s, args, s.solver)
+        if not s.is_sde and args["ts"] is not None and args["step_ts"] is None:
             args["step_ts"] = args["ts"]  # outputs on steps: the inversion passes them exactly
         self.times = [s.t0]
         self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
@@ -74,8 +67,8 @@ class _Engine:
         gp: list[Tensor | None] = [None] * len(params)
         for k in range(n - 1, -1, -1):
             t0, t1, h = self.steps[k]
-            dw = (self.bm.grid(self.times[k:k + 2], space_time=False)[0][0] if s.is_sde
-                  else None)
+            dw = (self.replay.increment(k, self.times[k], h, self.times[k + 1])
+                  if self.replay is not None else None)
             with torch.no_grad():
                 yh_prev = rev_inverse_aux(terms, h, y, st, dw)  # type: ignore[arg-type]
             with torch.enable_grad():
