@@ -4,7 +4,9 @@ Each configuration runs in its own subprocess (``--case NAME``): it builds the m
 the resident-set size, takes one warm-up step and ``--reps`` timed steps (loss = mean of the
 final state squared, then ``backward``) and reports the peak RSS above that baseline
 (``ru_maxrss``, the baseline taken after a batch-8 step so that one-time allocations do not
-count) and the median step time (CPU and wall). The driver prints a markdown table and writes it
+count), the peak of live tensor bytes in one more step (torch's allocation events, through the
+profiler: the algorithm's own memory, free of the C allocator's fragmentation) and the median
+step time (CPU and wall). The driver prints a markdown table and writes it
 to ``bench/gradients/results.md`` (``--out``).
 
 Neural ODE (the issue's case): rk4, 200 steps over [0, 1], batch 1,024, MLP d -> 256 -> 256 -> d
@@ -138,7 +140,24 @@ def worker(kind: str, case: str, batch: int, width: int, steps: int, reps: int, 
     peak = _rss_mb()
     return {"peak_mb": max(0.0, peak - base),
             "time_s": statistics.median(t for t, _ in times),
-            "cpu_s": statistics.median(c for _, c in times)}
+            "cpu_s": statistics.median(c for _, c in times),
+            "alloc_mb": _alloc_peak_mb(lambda: train_step(x_full))}
+
+
+def _alloc_peak_mb(fn: object) -> float:
+    """The peak of live tensor bytes during ``fn()`` (torch's allocation events, recorded by
+    the profiler): the algorithm's memory, without the C allocator's fragmentation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()  # type: ignore[operator]
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = top = 0
+    for e in events:
+        live += e.nbytes()
+        top = max(top, live)
+    return top / 2**20
 
 
 def main() -> None:
@@ -167,18 +186,19 @@ def main() -> None:
              ""]
     for kind, cases in (("ode", ODE_CASES), ("sde", SDE_CASES)):
         title = "Neural ODE (rk4)" if kind == "ode" else "Neural SDE (Stratonovich, diagonal)"
-        lines += [f"### {title}", "", "| strategy | peak memory (MB) | CPU s / step | "
-                  "wall s / step |", "|---|---:|---:|---:|"]
+        lines += [f"### {title}", "", "| strategy | peak RSS (MB) | peak tensors (MB) | "
+                  "CPU s / step | wall s / step |", "|---|---:|---:|---:|---:|"]
         for case in cases:
             cmd = [sys.executable, __file__, "--case", case, "--kind", kind, "--reps",
                    str(a.reps), "--brownian", a.brownian] + (["--quick"] if a.quick else [])
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if out.returncode != 0:
-                lines.append(f"| {case} | failed | {out.stderr.strip().splitlines()[-1]} | |")
+                lines.append(f"| {case} | failed | {out.stderr.strip().splitlines()[-1]} | | "
+                             f"|")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            lines.append(f"| {case} | {r['peak_mb']:.0f} | {r['cpu_s']:.2f} | "
-                         f"{r['time_s']:.2f} |")
+            lines.append(f"| {case} | {r['peak_mb']:.0f} | {r['alloc_mb']:.1f} | "
+                         f"{r['cpu_s']:.2f} | {r['time_s']:.2f} |")
             print(lines[-1], flush=True)
         lines.append("")
     text = "\n".join(lines)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +152,11 @@ class Recording(Solver, register=False):
         self.init_after: set[int] = set()
         self.h0: float = 0.0
 
+    def forget(self) -> None:
+        """Drop the last step's tensors (its noise is a view of the loop's whole noise block)."""
+        self.last = None
+        self.last_res = None
+
     def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
         self.terms = terms
         if self.accepted:
@@ -256,6 +262,25 @@ def no_params_warning(mode: str) -> None:
 
 
 # ------------------------------------------------------------------------------- noise
+ADJOINT_NOISE_BLOCK_ELEMS = 2**16  # increments the loop draws at once in an adjoint's forward
+
+
+@contextmanager
+def small_noise_blocks() -> Iterator[None]:
+    """The forward solve of a memory-bounded strategy draws its increments in blocks of at most
+    :data:`ADJOINT_NOISE_BLOCK_ELEMS` elements (the loop's default, 2^22, is sized for speed).
+    The increments do not depend on the blocking (counter-based seeds, pure-function trees,
+    stored paths), only the peak memory does."""
+    from .. import noise as _noise  # noqa: PLC0415
+
+    old = _noise.NOISE_BLOCK_ELEMS
+    _noise.NOISE_BLOCK_ELEMS = min(old, ADJOINT_NOISE_BLOCK_ELEMS)
+    try:
+        yield
+    finally:
+        _noise.NOISE_BLOCK_ELEMS = old
+
+
 class NoiseReplay:
     """The Brownian increments a finished solve's step ``k`` got, asked again (docs/math.md
     §14.5): from the seed's counter-based stream (fixed steps, ``seed=``), or from the Brownian

@@ -39,6 +39,7 @@ from ._common import (
     StepLog,
     loop_solver,
     no_params_warning,
+    small_noise_blocks,
 )
 from ._solve_mod import SOLVE as _solve
 
@@ -135,7 +136,9 @@ class _SDEEngine:
         def on_step(k: int, t: float, t_new: float) -> None:
             times.append(t_new)
 
-        self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)])
+        with small_noise_blocks():
+            self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)])
+        rec.forget()
         self.times = times
         self.m = rec.terms.m if rec.terms is not None else None
         return self.sol
@@ -168,12 +171,25 @@ class _SDEEngine:
 
         def inc(t: Tensor, x: Tensor, a: Tensor, h: float, dw: Tensor
                 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-            with torch.enable_grad():
-                xl = x.detach().requires_grad_(True)
-                psi = drift(t, xl) * h + mul(g(t, xl), dw)
-                got = torch.autograd.grad(psi, [xl, *params], -a, allow_unused=True)
-            return psi.detach(), (got[0] if got[0] is not None else torch.zeros_like(x)), \
-                list(got[1:])
+            # psi = f h + g dW and its vector-Jacobian product with -a, the drift's and the
+            # diffusion's graphs one after the other (one network's graph alive at a time)
+            neg = -a
+            gx: Tensor | None = None
+            gp_: list[Tensor | None] = [None] * len(params)
+            parts = []
+            for term in ("drift", "diffusion"):
+                with torch.enable_grad():
+                    xl = x.detach().requires_grad_(True)
+                    v = drift(t, xl) * h if term == "drift" else mul(g(t, xl), dw)
+                    got = torch.autograd.grad(v, [xl, *params], neg, allow_unused=True)
+                parts.append(v.detach())
+                del v
+                if got[0] is not None:
+                    gx = got[0] if gx is None else gx.add_(got[0])
+                for i, w in enumerate(got[1:]):
+                    if w is not None:
+                        gp_[i] = w if gp_[i] is None else gp_[i].add_(w)  # type: ignore[union-attr]
+            return parts[0].add_(parts[1]), (gx if gx is not None else torch.zeros_like(x)), gp_
 
         ys = sol.ys  # type: ignore[union-attr]
         last = len(times) - 1
@@ -191,19 +207,25 @@ class _SDEEngine:
             ta = torch.full((), t_a, dtype=like.dtype, device=like.device)
             tb = torch.full((), t_b, dtype=like.dtype, device=like.device)
             ix, ia, ip = inc(ta, x, a, h, dw)
-            x1, a1 = x + ix, a + ia
-            jx, ja, jp = inc(tb, x1, a1, h, dw)
+            _accumulate(gp, ip)
+            del ip
+            jx, ja, jp = inc(tb, x + ix, a + ia, h, dw)
+            _accumulate(gp, jp)
+            del jp
             x = x + 0.5 * (ix + jx)
             a = a + 0.5 * (ia + ja)
-            for i in range(len(params)):
-                for v in (ip[i], jp[i]):
-                    if v is not None:
-                        gp[i] = 0.5 * v if gp[i] is None else gp[i] + 0.5 * v  # type: ignore[operator]
             if k - 1 in out_at:
                 x = ys[out_at[k - 1][0]].detach()
                 for oi in out_at[k - 1]:
                     a = a + grad_ys[oi]
         return a, gp
+
+
+def _accumulate(gp: list[Tensor | None], vs: list[Tensor | None]) -> None:
+    """``gp += vs / 2`` (Heun's average), in place."""
+    for i, v in enumerate(vs):
+        if v is not None:
+            gp[i] = v.mul_(0.5) if gp[i] is None else gp[i].add_(v, alpha=0.5)  # type: ignore[union-attr]
 
 
 def _ito_correction(g: Any, t: Tensor, x: Tensor, noise: str) -> Tensor:

@@ -42,6 +42,7 @@ from ._common import (
     detach_state,
     loop_solver,
     output_map,
+    small_noise_blocks,
     snap_of,
     tensors_of,
 )
@@ -112,7 +113,9 @@ class _Engine:
     def forward(self) -> Solution:
         args = dict(self.s.args, solver=self.rec)
         self.replay = NoiseReplay.prepare(self.s, args, self.inner)
-        sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+        with small_noise_blocks():
+            sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+        self.rec.forget()
         self.sol = sol
         save_every = bool(args["save_all"]) and args["ts"] is None
         ends = [st[3] for st in self.steps]

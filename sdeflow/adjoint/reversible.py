@@ -15,7 +15,14 @@ import torch
 
 from ..solution import Solution
 from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
-from ._common import EngineFunction, NoiseReplay, Recording, Setup, StepLog
+from ._common import (
+    EngineFunction,
+    NoiseReplay,
+    Recording,
+    Setup,
+    StepLog,
+    small_noise_blocks,
+)
 from ._solve_mod import SOLVE as _solve
 
 Tensor = torch.Tensor
@@ -41,8 +48,10 @@ class _Engine:
         if not s.is_sde and args["ts"] is not None and args["step_ts"] is None:
             args["step_ts"] = args["ts"]  # outputs on steps: the inversion passes them exactly
         self.times = [s.t0]
-        self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+        with small_noise_blocks():
+            self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
         self.final = (self.sol.ys[-1], self.rec.last_res.state)  # type: ignore[union-attr]
+        self.rec.forget()
         return self.sol
 
     def backward(self, x0: Tensor, grad_ys: Tensor) -> tuple[Tensor, list[Tensor | None]]:
