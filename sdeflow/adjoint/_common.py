@@ -149,6 +149,9 @@ class Recording(Solver, register=False):
         self.last: tuple[Any, ...] | None = None
         self.last_res: StepResult | None = None
         self.accepted = 0
+        # fixed grids: called with the step's index after each step (instead of a StepHook,
+        # whose presence would make the loop keep interpolation data in the solver state)
+        self.on_fixed: Any = None
         self.init_after: set[int] = set()
         self.h0: float = 0.0
 
@@ -171,6 +174,9 @@ class Recording(Solver, register=False):
         res = self.inner.step(terms, tt, t, h, x, state, noise)
         self.last = (tt, t, h, x, state, noise)
         self.last_res = res
+        if self.on_fixed is not None:  # a fixed grid accepts every step: no hook needed
+            self.on_fixed(self.accepted)
+            self.accepted += 1
         return res
 
     def interpolant(self, terms: Terms, t: float, h: float, x0: Tensor, x1: Tensor,

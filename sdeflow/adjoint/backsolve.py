@@ -46,11 +46,6 @@ from ._solve_mod import SOLVE as _solve
 Tensor = torch.Tensor
 
 
-def _flat(ts: list[Tensor | None], like: list[Tensor]) -> Tensor:
-    return torch.cat([(t if t is not None else torch.zeros_like(r)).reshape(-1)
-                      for t, r in zip(ts, like)])
-
-
 class _ODEEngine:
     def __init__(self, s: Setup) -> None:
         self.s = s
@@ -67,6 +62,7 @@ class _ODEEngine:
         ys = sol.ys  # type: ignore[union-attr]
         u = s.problem._field()  # type: ignore[union-attr]
         shape, n = x0.shape, x0.numel()
+        sizes = [n] + [p.numel() for p in params]
 
         def aug(t: Tensor, z: Tensor) -> Tensor:
             x, a = z[:n].view(shape), z[n:2 * n].view(shape)
@@ -74,7 +70,19 @@ class _ODEEngine:
                 xl = x.detach().requires_grad_(True)
                 fx = u(t, xl)
                 got = torch.autograd.grad(fx, [xl, *params], -a, allow_unused=True)
-            return torch.cat([fx.detach().reshape(-1), _flat(list(got), [xl, *params])])
+            del xl
+            # (u, -a^T du/dx, -a^T du/dtheta) written into one vector: no concatenated copies
+            out = torch.empty_like(z)
+            out[:n].copy_(fx.detach().reshape(-1))
+            del fx
+            off = n
+            for v, size in zip(got, sizes):
+                if v is None:
+                    out[off:off + size].zero_()
+                else:
+                    out[off:off + size].copy_(v.reshape(-1))
+                off += size
+            return out
 
         args = s.args
         n_fwd = max(1, int(sol.stats.get("accepted", 1)))  # type: ignore[union-attr]

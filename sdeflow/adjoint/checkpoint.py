@@ -66,7 +66,9 @@ class _Engine:
         self.steps: list[tuple[Any, float, float, float]] = []
         self.snaps: dict[int, tuple[Tensor, Any]] = {}
         self.sweep: set[int] = set()
-        self.n_fixed = None if s.adaptive else _grid_steps(s)
+        self.grid = None if s.adaptive else _grid(s)
+        self.n_fixed = None if self.grid is None else len(self.grid) - 1
+        self.arena: Tensor | None = None  # fixed grids: the snapshots' x, one allocation
         self.cap: int | None = s.checkpoints
         self.keep_all = True  # adaptive: every carry stored so far
         self.working: tuple[Tensor, Any] | None = None
@@ -87,6 +89,9 @@ class _Engine:
         n = self.n_fixed
         return n if fit >= n else max(fit, revolve.default_checkpoints(n))
 
+    def on_fixed(self, k: int) -> None:
+        self.on_step(k, self.grid[k], self.grid[k + 1])  # type: ignore[index]
+
     def on_step(self, k: int, t: float, t_new: float) -> None:
         tt, _, h, x, state, _ = self.rec.last  # type: ignore[misc]
         self.steps.append((tt, t, h, t_new))
@@ -96,12 +101,15 @@ class _Engine:
             if self.n_fixed is not None:
                 self.sweep = set(revolve.first_sweep(self.n_fixed, self.cap))
         if self.n_fixed is not None:
-            # (the forward runs without a graph: the loop's own tensors are kept, so a
-            # solver state tied to them -- a lazy end slope -- stays valid)
+            # the snapshots' x are copied into one buffer: kept step outputs scattered
+            # between the steps' freed temporaries would fragment the C heap
+            if k == 0:
+                self.slots = {j: i for i, j in enumerate(sorted(self.sweep - {0}))}
+                self.arena = x.new_empty((len(self.slots) + 1, *x.shape))
             if k in self.sweep and k > 0:
-                self.snaps[k] = (x, state)
+                self.snaps[k] = (self.arena[self.slots[k]].copy_(x), state)  # type: ignore[index]
             if k == self.n_fixed - 1:
-                self.working = (x, state)
+                self.working = (self.arena[-1].copy_(x), state)  # type: ignore[index]
         elif self.keep_all:
             if k + 1 <= self.cap:  # type: ignore[operator]
                 if k > 0:
@@ -113,8 +121,14 @@ class _Engine:
     def forward(self) -> Solution:
         args = dict(self.s.args, solver=self.rec)
         self.replay = NoiseReplay.prepare(self.s, args, self.inner)
+        if self.grid is not None:
+            self.rec.on_fixed = self.on_fixed
+            hooks: list[Any] = []
+        else:
+            hooks = [StepLog(self.rec, self.on_step)]
         with small_noise_blocks():
-            sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+            sol = _solve.run(**args, hooks=hooks)
+        self.rec.on_fixed = None
         self.rec.forget()
         self.sol = sol
         save_every = bool(args["save_all"]) and args["ts"] is None
@@ -252,8 +266,8 @@ class _Ops:
         self.at0 = False
 
 
-def _grid_steps(s: Setup) -> int:
-    """The number of steps of the fixed grid ``solve`` builds (as :func:`sdeflow.solve.run`)."""
+def _grid(s: Setup) -> list[float]:
+    """The fixed grid ``solve`` builds (as :func:`sdeflow.solve.run` does)."""
     args = s.args
     ctrl, _ = _solve._controller(args["steps"], args["dt"], args["rtol"], args["atol"],
                                  args["controller"], args["solver"], s.is_sde)
@@ -261,7 +275,7 @@ def _grid_steps(s: Setup) -> int:
     outs = ([*s.outputs] if s.is_sde else [s.t0, s.t1]) + extra
     grid, _ = ctrl.grid(s.t0, s.t1, _solve._merge(outs, s.t0, s.t1),
                         ck.snap(s.t0, s.t1, args["ts"]))
-    return len(grid) - 1
+    return list(grid)
 
 
 def solve_checkpoint(s: Setup) -> Solution:

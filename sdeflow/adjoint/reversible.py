@@ -11,6 +11,8 @@ gradients equal backpropagation through the same steps up to the round-off of th
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..solution import Solution
@@ -80,27 +82,50 @@ class _Engine:
                   if self.replay is not None else None)
             with torch.no_grad():
                 yh_prev = rev_inverse_aux(terms, h, y, st, dw)  # type: ignore[arg-type]
+                s0 = rev_init(terms, t0, yh_prev)  # type: ignore[arg-type]
+                y_prev = rev_inverse_y(terms, h, y, st, s0.fh, s0.gh, dw)  # type: ignore[arg-type]
+            # the re-run step with the fields at yh_prev as leaves, then those fields with a
+            # graph of their own: one step's field graph alive at a time (one more evaluation
+            # of the fields per step)
             with torch.enable_grad():
-                # the fields at yh_prev serve both the inversion and the re-run step
-                yhl = yh_prev.detach().requires_grad_(True)
-                s0 = rev_init(terms, t0, yhl)  # type: ignore[arg-type]
-                with torch.no_grad():
-                    y_prev = rev_inverse_y(terms, h, y, st, s0.fh, s0.gh, dw)  # type: ignore[arg-type]
                 yl = y_prev.detach().requires_grad_(True)
-                y1, s1 = rev_step(terms, t1, h, yl, s0, dw)  # type: ignore[arg-type]
-                got = torch.autograd.grad([y1, s1.yh], [yl, yhl, *params], [a_y, a_yh],
+                yhl = yh_prev.detach().requires_grad_(True)
+                fl = s0.fh.detach().requires_grad_(True)
+                gl = None if s0.gh is None else s0.gh.detach().requires_grad_(True)
+                leaves = [yl, yhl, fl] + ([] if gl is None else [gl])
+                y1, s1 = rev_step(terms, t1, h, yl, RevState(yhl, fl, gl), dw)  # type: ignore[arg-type]
+                got = torch.autograd.grad([y1, s1.yh], [*leaves, *params], [a_y, a_yh],
                                           allow_unused=True)
-            a_y = got[0] if got[0] is not None else torch.zeros_like(x0)
-            a_yh = got[1] if got[1] is not None else torch.zeros_like(x0)
-            for i, gv in enumerate(got[2:]):
-                if gv is not None:
-                    gp[i] = gv if gp[i] is None else gp[i] + gv
+                del y1, s1
+                nl = len(leaves)
+                a_y = got[0] if got[0] is not None else torch.zeros_like(x0)
+                a_yh = got[1] if got[1] is not None else torch.zeros_like(x0)
+                _add(gp, got[nl:])
+                gf = list(got[2:nl])  # adjoints of the fields at yh_prev
+                del got
+                if any(v is not None for v in gf):
+                    yh2 = yh_prev.detach().requires_grad_(True)
+                    sa = rev_init(terms, t0, yh2)  # type: ignore[arg-type]
+                    fields = [sa.fh] + ([] if sa.gh is None else [sa.gh])
+                    pairs = [(fv, gv) for fv, gv in zip(fields, gf) if gv is not None]
+                    got_a = torch.autograd.grad([fv for fv, _ in pairs], [yh2, *params],
+                                                [gv for _, gv in pairs], allow_unused=True)
+                    del sa, fields, pairs
+                    if got_a[0] is not None:
+                        a_yh = a_yh + got_a[0]
+                    _add(gp, got_a[1:])
             y = y_prev
             st = RevState(yh_prev, s0.fh.detach(),
                           None if s0.gh is None else s0.gh.detach())
             for oi in out_at.get(k, []):
                 a_y = a_y + grad_ys[oi]
         return a_y + a_yh, gp
+
+
+def _add(gp: list[Tensor | None], vs: Any) -> None:
+    for i, v in enumerate(vs):
+        if v is not None:
+            gp[i] = v if gp[i] is None else gp[i].add_(v)  # type: ignore[union-attr]
 
 
 def solve_reversible(s: Setup) -> Solution:
