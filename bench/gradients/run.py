@@ -11,7 +11,9 @@ to ``bench/gradients/results.md`` (``--out``).
 
 Neural ODE (the issue's case): rk4, 200 steps over [0, 1], batch 1,024, MLP d -> 256 -> 256 -> d
 (tanh), d = 16. Neural SDE: the same sizes, Stratonovich diagonal noise (drift and diffusion
-MLPs), 200 steps. Torch runs on one thread.
+MLPs), 200 steps; sdeflow's noise from ``seed=0`` (``--brownian tree|path``: a user's
+BrownianTree / BrownianPath instead), torchsde's from a BrownianInterval. Torch runs on one
+thread.
 
     python bench/gradients/run.py [--quick] [--reps 3] [--out bench/gradients/results.md]
 """
@@ -103,7 +105,8 @@ def worker(kind: str, case: str, batch: int, width: int, steps: int, reps: int, 
             if case.startswith("sdeflow"):
                 mode = case.split()[1]
                 solver = "reversible_heun" if mode == "reversible" else "stochastic_heun"
-                # the user's Brownian object, as torchsde's BrownianInterval below
+                # seed= (no Brownian object: what a user who passes none gets), or the
+                # user's BrownianTree / BrownianPath (--brownian)
                 noise = (dict(seed=0) if BROWNIAN == "seed" else dict(
                     brownian=(sf.BrownianTree if BROWNIAN == "tree" else sf.BrownianPath)(
                         (b, d), 0.0, 1.0, seed=0)))
