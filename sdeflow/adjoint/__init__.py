@@ -1,8 +1,9 @@
 """Gradients of solves: ``sf.solve(..., adjoint=...)`` (docs/gradients.md).
 
 * ``"backprop"`` (default): autograd through every step.
-* ``"checkpoint"``: exact gradients of the discretisation in bounded memory
-  (:mod:`.checkpoint`; ``checkpoints=`` sets how many carries are kept).
+* ``"checkpoint"``: exact gradients of the discretisation in bounded memory, by binomial
+  checkpointing (:mod:`.checkpoint`, :mod:`.revolve`; ``checkpoints=`` sets how many carries
+  are kept).
 * ``"backsolve"``: the continuous adjoint solved backwards, O(1) memory in the steps
   (:mod:`.backsolve`).
 * ``"reversible"``: ``solver="reversible_heun"`` inverted step by step, exact in O(1) memory

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +149,16 @@ class Recording(Solver, register=False):
         self.last: tuple[Any, ...] | None = None
         self.last_res: StepResult | None = None
         self.accepted = 0
+        # fixed grids: called with the step's index after each step (instead of a StepHook,
+        # whose presence would make the loop keep interpolation data in the solver state)
+        self.on_fixed: Any = None
         self.init_after: set[int] = set()
         self.h0: float = 0.0
+
+    def forget(self) -> None:
+        """Drop the last step's tensors (its noise is a view of the loop's whole noise block)."""
+        self.last = None
+        self.last_res = None
 
     def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
         self.terms = terms
@@ -165,6 +174,9 @@ class Recording(Solver, register=False):
         res = self.inner.step(terms, tt, t, h, x, state, noise)
         self.last = (tt, t, h, x, state, noise)
         self.last_res = res
+        if self.on_fixed is not None:  # a fixed grid accepts every step: no hook needed
+            self.on_fixed(self.accepted)
+            self.accepted += 1
         return res
 
     def interpolant(self, terms: Terms, t: float, h: float, x0: Tensor, x1: Tensor,
@@ -179,6 +191,17 @@ class Recording(Solver, register=False):
 
     def for_kind(self, kind: str) -> Solver:
         return self
+
+
+def loop_solver(s: Setup) -> Solver:
+    """The solver the loop steps with: an adaptive SDE solve of a fixed-step scheme adapts it
+    by step doubling (as :func:`sdeflow.solve.run` does)."""
+    slv = s.solver
+    if s.adaptive and s.is_sde and not slv.caps.adaptive and slv.noise_points == (0.0, 1.0):
+        from ..solvers.adaptive_sde import StepDoubling  # noqa: PLC0415
+
+        slv = StepDoubling(slv)
+    return slv
 
 
 class StepLog(StepHook):
@@ -242,6 +265,110 @@ def no_params_warning(mode: str) -> None:
     warnings.warn(f"adjoint={mode!r}: the problem has no parameters that require grad (none "
                   f"found in nn.Module callables; pass adjoint_params=...); computing x0 "
                   f"gradients only", RuntimeWarning, stacklevel=4)
+
+
+# ------------------------------------------------------------------------------- noise
+ADJOINT_NOISE_BLOCK_ELEMS = 2**16  # increments the loop draws at once in an adjoint's forward
+
+
+@contextmanager
+def small_noise_blocks() -> Iterator[None]:
+    """The forward solve of a memory-bounded strategy draws its increments in blocks of at most
+    :data:`ADJOINT_NOISE_BLOCK_ELEMS` elements (the loop's default, 2^22, is sized for speed).
+    The increments do not depend on the blocking (counter-based seeds, pure-function trees,
+    stored paths), only the peak memory does."""
+    from .. import noise as _noise  # noqa: PLC0415
+
+    old = _noise.NOISE_BLOCK_ELEMS
+    _noise.NOISE_BLOCK_ELEMS = min(old, ADJOINT_NOISE_BLOCK_ELEMS)
+    try:
+        yield
+    finally:
+        _noise.NOISE_BLOCK_ELEMS = old
+
+
+class NoiseReplay:
+    """The Brownian increments a finished solve's step ``k`` got, asked again (docs/math.md
+    §14.5): from the seed's counter-based stream (fixed steps, ``seed=``), or from the Brownian
+    object (the user's, or a :class:`~sdeflow.BrownianTree` made from the seed for adaptive
+    steps) queried at the step's times. Nothing is stored per step.
+
+    :func:`prepare` fixes the source before the forward solve (it rewrites ``args``).
+    """
+
+    def __init__(self, solver: Solver, space_time: bool, shape: tuple[int, ...], like: Tensor,
+                 seed: int | None, bm: Any) -> None:
+        self.points = tuple(solver.noise_points)
+        self.per = len(self.points) - 1
+        self.space_time = space_time
+        self.bm = bm
+        self.src = None
+        if bm is None:
+            from ..brownian import SeededNoise  # noqa: PLC0415
+
+            self.src = SeededNoise(shape, seed, like.dtype, like.device)
+
+    def _pts(self, t: float, h: float, t_new: float) -> list[float]:
+        return [t] + [t + p * h for p in self.points[1:-1]] + [t_new]
+
+    def _draw(self, k: int, t: float, h: float, t_new: float) -> tuple[Tensor, Tensor | None]:
+        pts = self._pts(t, h, t_new)
+        if self.src is None:
+            return self.bm.grid(pts, space_time=self.space_time)  # type: ignore[no-any-return]
+        self.src.step = k * self.per
+        hs = torch.tensor([b - a for a, b in zip(pts[:-1], pts[1:])], dtype=torch.float64)
+        return self.src.increments(hs, self.space_time)
+
+    def at(self, k: int, t: float, h: float, t_new: float) -> Any:
+        """Step ``k``'s noise exactly as the loop handed it to the solver."""
+        dw, it = self._draw(k, t, h, t_new)
+        if self.per == 1:
+            return (dw[0],) if it is None else (dw[0], it[0])
+        if it is None:
+            return [(d,) for d in dw.unbind(0)]
+        return list(zip(dw.unbind(0), it.unbind(0)))
+
+    def increment(self, k: int, t: float, h: float, t_new: float) -> Tensor:
+        """``W(t_new) - W(t)`` of step ``k``."""
+        if self.src is None:
+            return self.bm.grid([t, t_new], space_time=False)[0][0]  # type: ignore[no-any-return]
+        dw, _ = self._draw(k, t, h, t_new)
+        return dw[0] if self.per == 1 else dw.sum(0)
+
+    @staticmethod
+    def prepare(s: Setup, args: dict[str, Any], solver: Solver) -> NoiseReplay | None:
+        """The replay of an SDE solve stepped by ``solver`` (``None`` for ODEs); ``args`` get
+        the seed or path."""
+        if not s.is_sde:
+            return None
+        from ..brownian import BrownianTree  # noqa: PLC0415
+        from ..brownian._common import check_seed  # noqa: PLC0415
+
+        x0 = args["x0"]
+        shape = brownian_shape(s, x0)
+        bm = args["brownian"]
+        seed = None
+        if bm is None:
+            seed = check_seed(args["seed"])  # a drawn seed is kept, so the replay matches
+            if s.adaptive:  # an adaptive solve's own path forgets: a tree answers again
+                lo, hi = min(s.t0, s.t1), max(s.t0, s.t1)
+                bm = BrownianTree(shape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype,
+                                  device=x0.device)
+                args.update(brownian=bm, seed=None)
+            else:
+                args["seed"] = seed
+        return NoiseReplay(solver, solver.caps.space_time, shape, x0, seed, bm)
+
+
+def brownian_shape(s: Setup, x0: Tensor) -> tuple[int, ...]:
+    """The Brownian shape of the solve (general noise: ``m`` from one diffusion call)."""
+    p = s.problem
+    m = None
+    if p.noise == "general":  # type: ignore[union-attr]
+        _, g = p._fields()  # type: ignore[union-attr]
+        with torch.no_grad():
+            m = int(g(torch.full((), s.t0, dtype=x0.dtype, device=x0.device), x0).shape[-1])
+    return p.brownian_shape(x0.shape, m)  # type: ignore[union-attr]
 
 
 def snap_of(args: dict[str, Any], t0: float, t1: float) -> float:

@@ -9,10 +9,14 @@ or as many fixed steps per unit time); at an output time ``a`` gains that output
 and ``x`` restarts from the saved forward value.
 
 SDEs (Li et al. 2020): the adjoint is a Stratonovich SDE on the same Brownian path queried
-backwards. An Ito problem is converted first (``f - 1/2 sum_j (dg_j/dx) g_j``). Each backward
-step is a stochastic Heun step of the augmented system, whose noise term ``G(z) dW`` is formed
-as one vector-Jacobian product of ``psi(x) = f h + g dW`` -- the ``(d + p) x m`` matrix ``G`` is
-never built. Steps: the forward's accepted steps reversed.
+backwards: each backward step asks the seed's counter-based stream (fixed steps) or the
+Brownian object (the user's, or a :class:`~sdeflow.BrownianTree` made from the seed for
+adaptive steps) for the forward step's increment again, so nothing noise-sized is kept per
+step (docs/math.md §14.5). An Ito problem is converted first
+(``f - 1/2 sum_j (dg_j/dx) g_j``). Each backward step is a stochastic Heun step of the
+augmented system, whose noise term ``G(z) dW`` is formed as one vector-Jacobian product of
+``psi(x) = f h + g dW`` -- the ``(d + p) x m`` matrix ``G`` is never built. Steps: the
+forward's accepted steps reversed.
 """
 
 from __future__ import annotations
@@ -25,16 +29,21 @@ import torch
 
 from ..problems import ODE
 from ..solution import Solution
-from ..solvers.base import noise_term
-from ._common import EngineFunction, Recording, Setup, StepLog, no_params_warning
+from ..solvers.base import Solver, noise_term
+from ..solvers.registry import resolve
+from ._common import (
+    EngineFunction,
+    NoiseReplay,
+    Recording,
+    Setup,
+    StepLog,
+    loop_solver,
+    no_params_warning,
+    small_noise_blocks,
+)
 from ._solve_mod import SOLVE as _solve
 
 Tensor = torch.Tensor
-
-
-def _flat(ts: list[Tensor | None], like: list[Tensor]) -> Tensor:
-    return torch.cat([(t if t is not None else torch.zeros_like(r)).reshape(-1)
-                      for t, r in zip(ts, like)])
 
 
 class _ODEEngine:
@@ -53,6 +62,7 @@ class _ODEEngine:
         ys = sol.ys  # type: ignore[union-attr]
         u = s.problem._field()  # type: ignore[union-attr]
         shape, n = x0.shape, x0.numel()
+        sizes = [n] + [p.numel() for p in params]
 
         def aug(t: Tensor, z: Tensor) -> Tensor:
             x, a = z[:n].view(shape), z[n:2 * n].view(shape)
@@ -60,7 +70,19 @@ class _ODEEngine:
                 xl = x.detach().requires_grad_(True)
                 fx = u(t, xl)
                 got = torch.autograd.grad(fx, [xl, *params], -a, allow_unused=True)
-            return torch.cat([fx.detach().reshape(-1), _flat(list(got), [xl, *params])])
+            del xl
+            # (u, -a^T du/dx, -a^T du/dtheta) written into one vector: no concatenated copies
+            out = torch.empty_like(z)
+            out[:n].copy_(fx.detach().reshape(-1))
+            del fx
+            off = n
+            for v, size in zip(got, sizes):
+                if v is None:
+                    out[off:off + size].zero_()
+                else:
+                    out[off:off + size].copy_(v.reshape(-1))
+                off += size
+            return out
 
         args = s.args
         n_fwd = max(1, int(sol.stats.get("accepted", 1)))  # type: ignore[union-attr]
@@ -108,25 +130,23 @@ class _SDEEngine:
         self.s = s
         self.sol: Solution | None = None
         self.times: list[float] = []
-        self.bm: Any = None
+        self.replay: NoiseReplay | None = None
 
     def forward(self) -> Solution:
         s = self.s
         args = dict(s.args)
-        x0 = args["x0"]
-        if args["brownian"] is None:
-            self.bm = _make_path(s, x0, args["seed"])
-            args.update(brownian=self.bm, seed=None)
-        else:
-            self.bm = args["brownian"]
-        rec = Recording(s.solver)
+        inner = loop_solver(s)
+        self.replay = NoiseReplay.prepare(s, args, inner)
+        rec = Recording(inner)
         args["solver"] = rec
         times = [s.t0]
 
         def on_step(k: int, t: float, t_new: float) -> None:
             times.append(t_new)
 
-        self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)])
+        with small_noise_blocks():
+            self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)])
+        rec.forget()
         self.times = times
         self.m = rec.terms.m if rec.terms is not None else None
         return self.sol
@@ -159,12 +179,25 @@ class _SDEEngine:
 
         def inc(t: Tensor, x: Tensor, a: Tensor, h: float, dw: Tensor
                 ) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-            with torch.enable_grad():
-                xl = x.detach().requires_grad_(True)
-                psi = drift(t, xl) * h + mul(g(t, xl), dw)
-                got = torch.autograd.grad(psi, [xl, *params], -a, allow_unused=True)
-            return psi.detach(), (got[0] if got[0] is not None else torch.zeros_like(x)), \
-                list(got[1:])
+            # psi = f h + g dW and its vector-Jacobian product with -a, the drift's and the
+            # diffusion's graphs one after the other (one network's graph alive at a time)
+            neg = -a
+            gx: Tensor | None = None
+            gp_: list[Tensor | None] = [None] * len(params)
+            parts = []
+            for term in ("drift", "diffusion"):
+                with torch.enable_grad():
+                    xl = x.detach().requires_grad_(True)
+                    v = drift(t, xl) * h if term == "drift" else mul(g(t, xl), dw)
+                    got = torch.autograd.grad(v, [xl, *params], neg, allow_unused=True)
+                parts.append(v.detach())
+                del v
+                if got[0] is not None:
+                    gx = got[0] if gx is None else gx.add_(got[0])
+                for i, w in enumerate(got[1:]):
+                    if w is not None:
+                        gp_[i] = w if gp_[i] is None else gp_[i].add_(w)  # type: ignore[union-attr]
+            return parts[0].add_(parts[1]), (gx if gx is not None else torch.zeros_like(x)), gp_
 
         ys = sol.ys  # type: ignore[union-attr]
         last = len(times) - 1
@@ -177,23 +210,30 @@ class _SDEEngine:
             k = last - r  # stepping from times[k] to times[k-1]
             t_a, t_b = rev[r], rev[r + 1]
             h = t_b - t_a
-            dw = self.bm.grid([t_a, t_b], space_time=False)[0][0]  # one step: no O(n) stack
+            # the forward step k-1's increment, reversed (asked again: nothing stored per step)
+            dw = -self.replay.increment(k - 1, t_b, t_a - t_b, t_a)  # type: ignore[union-attr]
             ta = torch.full((), t_a, dtype=like.dtype, device=like.device)
             tb = torch.full((), t_b, dtype=like.dtype, device=like.device)
             ix, ia, ip = inc(ta, x, a, h, dw)
-            x1, a1 = x + ix, a + ia
-            jx, ja, jp = inc(tb, x1, a1, h, dw)
+            _accumulate(gp, ip)
+            del ip
+            jx, ja, jp = inc(tb, x + ix, a + ia, h, dw)
+            _accumulate(gp, jp)
+            del jp
             x = x + 0.5 * (ix + jx)
             a = a + 0.5 * (ia + ja)
-            for i in range(len(params)):
-                for v in (ip[i], jp[i]):
-                    if v is not None:
-                        gp[i] = 0.5 * v if gp[i] is None else gp[i] + 0.5 * v  # type: ignore[operator]
             if k - 1 in out_at:
                 x = ys[out_at[k - 1][0]].detach()
                 for oi in out_at[k - 1]:
                     a = a + grad_ys[oi]
         return a, gp
+
+
+def _accumulate(gp: list[Tensor | None], vs: list[Tensor | None]) -> None:
+    """``gp += vs / 2`` (Heun's average), in place."""
+    for i, v in enumerate(vs):
+        if v is not None:
+            gp[i] = v.mul_(0.5) if gp[i] is None else gp[i].add_(v, alpha=0.5)  # type: ignore[union-attr]
 
 
 def _ito_correction(g: Any, t: Tensor, x: Tensor, noise: str) -> Tensor:
@@ -218,23 +258,17 @@ def _ito_correction(g: Any, t: Tensor, x: Tensor, noise: str) -> Tensor:
     return total
 
 
-def _make_path(s: Setup, x0: Tensor, seed: Any) -> Any:
-    from .. import brownian as _b  # noqa: PLC0415
-
-    p = s.problem
-    m = None
-    if p.noise == "general":  # type: ignore[union-attr]
-        f, g = p._fields()  # type: ignore[union-attr]
-        with torch.no_grad():
-            m = int(g(torch.full((), s.t0, dtype=x0.dtype, device=x0.device), x0).shape[-1])
-    shape = p.brownian_shape(x0.shape, m)  # type: ignore[union-attr]
-    lo, hi = min(s.t0, s.t1), max(s.t0, s.t1)
-    cls = getattr(_b, "BrownianTree", None) or _b.BrownianPath
-    return cls(shape, t0=lo, t1=hi, seed=seed, dtype=x0.dtype, device=x0.device)
-
-
 def solve_backsolve(s: Setup) -> Solution:
     """The solve with continuous-adjoint gradients."""
+    if not s.is_sde:
+        back = s.backward.get("solver", s.solver)
+        back = back if isinstance(back, Solver) else resolve(back)
+        if back.caps.implicit:
+            raise ValueError(f"solver: adjoint='backsolve' solves the adjoint system with the "
+                             f"forward solver, and the implicit {back.name!r} takes its Newton "
+                             f"Jacobian by autograd, which the adjoint system's field does not "
+                             f"carry; use adjoint='checkpoint' or 'backprop', or an explicit "
+                             f"solver")
     if not s.params:
         no_params_warning("backsolve")
     engine = _SDEEngine(s) if s.is_sde else _ODEEngine(s)

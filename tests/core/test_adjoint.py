@@ -413,3 +413,30 @@ def test_reversible_heun_strong_order_one_on_gbm():
         errs.append(float((y - torch.exp(0.5 + 0.8 * bm(1.0))).abs().mean()))
     rate = math.log(errs[0] / errs[-1]) / math.log(ns[-1] / ns[0])
     assert abs(rate - sf.solvers.get("reversible_heun").caps.strong("diagonal")) < 0.2, errs
+
+
+def test_backsolve_refuses_implicit_solvers():
+    a = torch.tensor(-2.0, dtype=DT, requires_grad=True)
+    with pytest.raises(ValueError, match="solver: adjoint='backsolve'.*implicit_euler"):
+        sf.solve(lambda t, x: a * x, torch.ones(2, dtype=DT), t_span=(0, 1), steps=4,
+                 solver="implicit_euler", adjoint="backsolve", adjoint_params=[a])
+
+
+def test_plain_solve_refuses_time_gradients():
+    ts = torch.linspace(0, 1, 3, dtype=DT, requires_grad=True)
+    with pytest.raises(ValueError, match="ts: gradients with respect to the times"):
+        sf.solve(lambda t, x: -x, torch.ones(1, dtype=DT), ts=ts, steps=4)
+
+
+def test_reversible_time_gradients():
+    """adjoint='reversible' (outputs on steps) also gives dL/dts: against the exact flow."""
+    a = -0.8
+    x0 = torch.tensor([1.3], dtype=DT, requires_grad=True)
+    ts = torch.tensor([0.2, 0.7, 1.5], dtype=DT, requires_grad=True)
+    ys = sf.solve(lambda t, x: a * x, x0, ts=ts, steps=400, adjoint="reversible").ys
+    w = torch.tensor([0.3, -1.0, 2.0], dtype=DT)
+    (ys[:, 0] * w).sum().backward()
+    e = torch.exp(a * (ts.detach() - ts.detach()[0]))
+    exact = w * a * x0.detach() * e
+    exact[0] = -exact[1:].sum()
+    torch.testing.assert_close(ts.grad, exact, rtol=1e-4, atol=1e-6)
