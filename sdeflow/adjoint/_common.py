@@ -361,10 +361,11 @@ class NoiseReplay:
 
 
 def brownian_shape(s: Setup, x0: Tensor) -> tuple[int, ...]:
-    """The Brownian shape of the solve (general noise: ``m`` from one diffusion call)."""
+    """The Brownian shape of the solve (general noise, and additive noise given as a
+    ``(..., d, m)`` matrix: ``m`` from one diffusion call)."""
     p = s.problem
     m = None
-    if p.noise == "general":  # type: ignore[union-attr]
+    if p.noise in ("general", "additive"):  # type: ignore[union-attr]
         _, g = p._fields()  # type: ignore[union-attr]
         with torch.no_grad():
             m = int(g(torch.full((), s.t0, dtype=x0.dtype, device=x0.device), x0).shape[-1])

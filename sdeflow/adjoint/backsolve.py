@@ -189,7 +189,10 @@ class _SDEEngine:
                 with torch.enable_grad():
                     xl = x.detach().requires_grad_(True)
                     v = drift(t, xl) * h if term == "drift" else mul(g(t, xl), dw)
-                    got = torch.autograd.grad(v, [xl, *params], neg, allow_unused=True)
+                    # a term with no graph (a diffusion independent of x and of every
+                    # trainable parameter) contributes nothing
+                    got = (torch.autograd.grad(v, [xl, *params], neg, allow_unused=True)
+                           if v.requires_grad else (None,) * (1 + len(params)))
                 parts.append(v.detach())
                 del v
                 if got[0] is not None:
@@ -247,6 +250,8 @@ def _ito_correction(g: Any, t: Tensor, x: Tensor, noise: str) -> Tensor:
         gcols = cols
     total = torch.zeros_like(x)
     for gj, vj in zip(gcols, cols):
+        if not gj.requires_grad:  # g independent of x (and of every trainable parameter)
+            continue
         u = torch.zeros_like(gj, requires_grad=True)
         (vjp,) = torch.autograd.grad(gj, x, grad_outputs=u, create_graph=True, allow_unused=True)
         if vjp is None:

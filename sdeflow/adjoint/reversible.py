@@ -107,13 +107,16 @@ class _Engine:
                     yh2 = yh_prev.detach().requires_grad_(True)
                     sa = rev_init(terms, t0, yh2)  # type: ignore[arg-type]
                     fields = [sa.fh] + ([] if sa.gh is None else [sa.gh])
-                    pairs = [(fv, gv) for fv, gv in zip(fields, gf) if gv is not None]
-                    got_a = torch.autograd.grad([fv for fv, _ in pairs], [yh2, *params],
-                                                [gv for _, gv in pairs], allow_unused=True)
+                    # a field with no graph (e.g. a constant diffusion) contributes nothing
+                    pairs = [(fv, gv) for fv, gv in zip(fields, gf)
+                             if gv is not None and fv.requires_grad]
+                    if pairs:
+                        got_a = torch.autograd.grad([fv for fv, _ in pairs], [yh2, *params],
+                                                    [gv for _, gv in pairs], allow_unused=True)
+                        if got_a[0] is not None:
+                            a_yh = a_yh + got_a[0]
+                        _add(gp, got_a[1:])
                     del sa, fields, pairs
-                    if got_a[0] is not None:
-                        a_yh = a_yh + got_a[0]
-                    _add(gp, got_a[1:])
             y = y_prev
             st = RevState(yh_prev, s0.fh.detach(),
                           None if s0.gh is None else s0.gh.detach())

@@ -150,14 +150,7 @@ def test_basic_sdes_adaptive_run(cls, method, options):
     assert ys.shape == (STEPS, BATCH, D) and bool(torch.isfinite(ys).all())
 
 
-_ADJ_BUG = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="sdeflow/adjoint/backsolve.py _ito_correction calls autograd.grad on a diffusion "
-           "that has no graph (g independent of x and of every trainable parameter); reported")
-
-
-@pytest.mark.parametrize("cls", [BasicSDE1, BasicSDE2, pytest.param(BasicSDE3, marks=_ADJ_BUG),
-                                 pytest.param(BasicSDE4, marks=_ADJ_BUG)])
+@pytest.mark.parametrize("cls", [BasicSDE1, BasicSDE2, BasicSDE3, BasicSDE4])
 def test_basic_sdes_adjoint_keeps_requires_grad(cls):
     """torchsde's test_adjoint.py::test_basic (milstein, fixed steps; d = 10, batch 128, t in
     [0, 0.5], dt 1e-3): sdeint_adjoint's backward leaves every parameter's requires_grad as it
