@@ -277,7 +277,7 @@ class Newton:
             self.nnewton += 1
             res = (r - z).add_(gz, alpha=c)
             dz = self.solve(res.reshape(b, d))
-            n = float(((dz * inv) ** 2).mean(-1).amax().sqrt())
+            n = float(((dz.detach() * inv) ** 2).mean(-1).amax().sqrt())
             z = z + dz.reshape(shape)
             if not math.isfinite(n):
                 self.nfail += 1

@@ -487,7 +487,8 @@ class Rosenbrock(ImplicitSolver, register=False):
                 rhs = rhs + _combine(torch.zeros_like(x), us, self._C[i], 1.0 / h).reshape(b, d)
             if ut is not None and tab.gamma_sum[i] != 0.0:
                 rhs = rhs.add(ut, alpha=h * tab.gamma_sum[i])
-            us.append(nw.solve(rhs).mul_(ch).reshape(shape))
+            # out of place: lu_solve's backward needs its output
+            us.append(torch.mul(nw.solve(rhs), ch).reshape(shape))
         x_new = _combine(x, us, self._m, 1.0)
         if not bool(torch.isfinite(x_new).all()) and terms.adaptive:
             return StepResult(x, torch.full_like(x, math.inf), None, state)
@@ -498,7 +499,7 @@ class Rosenbrock(ImplicitSolver, register=False):
             x_mid = torch.add(x, x_new).mul_(0.5).add_(f1 - f_end, alpha=h / 8)
             f_mid = u(tt[0] + 0.5 * h, x_mid)  # type: ignore[misc]
             dfc = (x_new - x).sub_(f1 + 4.0 * f_mid + f_end, alpha=h / 6)
-            dfc = nw.solve(dfc.reshape(b, d)).reshape(shape).mul_(tab.defect_weight)
+            dfc = torch.mul(nw.solve(dfc.reshape(b, d)).reshape(shape), tab.defect_weight)
             err = torch.hypot(err, dfc)
         return StepResult(x_new, err, (f1, f_end), f_end)
 
