@@ -328,7 +328,10 @@ class LinearSDE(AnalyticSDE):
     Args:
         A: ``[d, d]``; a: ``[d]`` (``None`` = 0);
         B: ``[d]`` -> *additive* noise ``g = B`` elementwise, Brownian motion ``(..., d)``;
-        or ``[d, m]`` -> *general* noise, diffusion ``(..., d, m)``, Brownian motion ``(..., m)``.
+        or ``[d, m]`` -> diffusion ``(..., d, m)``, Brownian motion ``(..., m)``, declared
+        *general* noise, or *additive* noise (a constant matrix) with ``noise="additive"``.
+        noise: ``None`` (the default above), ``"general"`` or ``"additive"`` (both only for a
+            ``[d, m]`` matrix ``B``).
 
     Moments (the Fokker--Planck moment equations) ``m' = A m + a``, ``P' = A P + P A^T + B B^T``
     are solved exactly with matrix exponentials: ``m(t) = e^{tA} m0 + int_0^t e^{sA} ds a`` from the
@@ -340,7 +343,8 @@ class LinearSDE(AnalyticSDE):
 
     pathwise_exact = False
 
-    def __init__(self, A: ArrayLike, a: ArrayLike | None, B: ArrayLike) -> None:
+    def __init__(self, A: ArrayLike, a: ArrayLike | None, B: ArrayLike,
+                 noise: str | None = None) -> None:
         am = _tensor64(A, "A")
         if am.dim() == 0:
             am = am.reshape(1, 1)
@@ -350,7 +354,12 @@ class LinearSDE(AnalyticSDE):
         av = torch.zeros(d, dtype=_F64) if a is None else _tensor64(a, "a").reshape(-1)
         if av.shape != (d,):
             raise ValueError(f"a: expected shape ({d},), got {tuple(av.shape)}")
+        if noise not in (None, "general", "additive"):
+            raise ValueError(f"noise: expected None, 'general' or 'additive', got {noise!r}")
         bm = _tensor64(B, "B")
+        if noise is not None and bm.dim() != 2:
+            raise ValueError(f"noise: {noise!r} is for a [d, m] matrix B; got B of shape "
+                             f"{tuple(bm.shape)} (leave noise=None)")
         if bm.dim() == 0:
             bm = bm.expand(d).clone()
         if bm.dim() == 1:
@@ -361,7 +370,7 @@ class LinearSDE(AnalyticSDE):
         elif bm.dim() == 2:
             if bm.shape[0] != d:
                 raise ValueError(f"B: expected shape ({d}, m), got {tuple(bm.shape)}")
-            self.noise = "general"
+            self.noise = noise or "general"
             self.B_matrix = bm
         else:
             raise ValueError(f"B: expected shape ({d},) or ({d}, m), got {tuple(bm.shape)}")
@@ -373,7 +382,8 @@ class LinearSDE(AnalyticSDE):
 
     @property
     def name(self) -> str:
-        return f"LinearSDE(d={self.dim}, {self.noise})"
+        matrix = self.noise == "additive" and self.B.dim() == 2
+        return f"LinearSDE(d={self.dim}, {self.noise}{f', m={self.m}' if matrix else ''})"
 
     def brownian_shape(self, x_shape: Sequence[int] | torch.Size) -> tuple[int, ...]:
         return (*tuple(x_shape)[:-1], self.m)
@@ -383,7 +393,7 @@ class LinearSDE(AnalyticSDE):
         self._check_kind(kind)
         if kind not in self._problems:
             at, av, bv = self._at, self._a, self._b
-            if self.noise == "additive":
+            if self.B.dim() == 1:
                 def diffusion(t: Tensor, x: Tensor) -> Tensor:
                     return bv.like(x).expand(x.shape)
             else:

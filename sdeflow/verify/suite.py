@@ -139,6 +139,8 @@ def run_suite(solvers: Sequence[Any] | None = None, *, quick: bool = False,
         if wo is not None and wo <= 1.0 and _fits(inst, cfg["gbm_weak"]):
             emit(weak_order(inst, cfg["gbm_weak"], cfg["weak_dts"], cfg["weak_paths"], seed))
         lin = cfg["linear"]
+        if not _fits(inst, lin):  # the same B as a constant matrix of additive noise
+            lin = _an.LinearSDE(lin.A, lin.a, lin.B, noise="additive")
         if not _fits(inst, lin):
             lin = _an.LinearSDE(lin.A, lin.a, torch.diagonal(lin.B_matrix).clone())
         if _fits(inst, lin):

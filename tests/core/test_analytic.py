@@ -239,6 +239,15 @@ def test_linear_sde_shapes_and_noise_types() -> None:
     assert add.problem.diffusion(t, x).shape == (5, 3)
     assert gen.problem.diffusion(t, x).shape == (5, 3, 2)
     assert gen.brownian_shape(x.shape) == (5, 2)
+    mat = an.LinearSDE(-torch.eye(3), None, torch.ones(3, 2), noise="additive")
+    assert (mat.noise, mat.m) == ("additive", 2)
+    assert mat.problem.diffusion(t, x).shape == (5, 3, 2)
+    assert mat.brownian_shape(x.shape) == (5, 2)
+    torch.testing.assert_close(mat.covariance(1.0), gen.covariance(1.0))
+    with pytest.raises(ValueError, match="noise: 'additive' is for a"):
+        an.LinearSDE(-torch.eye(3), None, torch.ones(3), noise="additive")
+    with pytest.raises(ValueError, match="noise: expected"):
+        an.LinearSDE(-torch.eye(3), None, torch.ones(3, 2), noise="diagonal")
     with pytest.raises(ValueError, match="B"):
         an.LinearSDE(-torch.eye(3), None, torch.ones(2, 2))
     with pytest.raises(ValueError, match="a"):
@@ -296,3 +305,13 @@ def test_nonlinear_reference_converges_at_order_1_5() -> None:
     assert ref.problem.noise == "additive"
     assert ref.problem_as("stratonovich").kind == "stratonovich"
     assert not ref.has_moments and not ref.pathwise_exact
+
+
+def test_suite_runs_additive_solvers_on_the_noise_matrix() -> None:
+    """`sdeflow verify` checks sra1's moments on the suite's full 2x2 noise matrix declared as
+    additive noise (not on its diagonal): bias order >= 2 and Monte Carlo moments pass."""
+    from sdeflow.verify import run_suite
+
+    res = [r for r in run_suite(["sra1"], quick=True) if "LinearSDE" in r.problem]
+    assert {r.problem for r in res} == {"LinearSDE(d=2, additive, m=2)"}
+    assert len(res) == 2 and all(r.passed for r in res)
