@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+import torchdiffeq
 
 from sdeflow import compat
 
@@ -170,7 +171,6 @@ def test_compare_adjoint_gradient_against_dopri5():
 
 
 # --------------------------------------------------------------------- side by side
-torchdiffeq = pytest.importorskip("torchdiffeq")
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "heun2", "heun3", "rk4"])

@@ -15,12 +15,12 @@ import math
 
 import pytest
 import torch
+import torchsde
 from torch import nn
 
 import sdeflow as sf
 from sdeflow import compat
 
-torchsde = pytest.importorskip("torchsde")
 torch.set_num_threads(1)
 DT = torch.float64
 

@@ -29,14 +29,13 @@ where torchsde does not interpolate).
 from __future__ import annotations
 
 import pytest
+import test_compat_torchsde as base  # noqa: E402  (examples 1-3 and the neural SDEs)
 import torch
+import torchsde
 from torch import nn
 
 import sdeflow as sf
 from sdeflow import compat
-
-torchsde = pytest.importorskip("torchsde")
-import test_compat_torchsde as base  # noqa: E402  (examples 1-3 and the neural SDEs)
 
 torch.set_num_threads(1)
 DT = torch.float64

@@ -200,7 +200,7 @@ def test_compat_brownian_objects_of_the_wrong_shape_name_bm():
         compat.sdeint(add, Y0, TS_, dt=0.1, bm=sf.BrownianPath((4, 3), dtype=F64))
     with pytest.raises(TypeError, match="bm: expected a torchsde Brownian object"):
         compat.sdeint(add, Y0, TS_, dt=0.1, bm=torch.zeros(4, 2))
-    torchsde = pytest.importorskip("torchsde")
+    import torchsde
     bi = torchsde.BrownianInterval(0.0, 1.0, (4, 2), dtype=F64)  # no space-time Levy area
     with pytest.raises(ValueError, match="bm: method='srk' needs the space-time Levy area"):
         compat.sdeint(add, Y0, TS_, dt=0.1, bm=bi, method="srk")

@@ -116,7 +116,6 @@ def test_labelled_gmm_components() -> None:
 
 
 def test_digits() -> None:
-    pytest.importorskip("sklearn")
     xtr, ytr = datasets.digits("train")
     xte, yte = datasets.digits("test")
     xall, yall = datasets.digits("all", dtype=torch.float64)

@@ -19,7 +19,6 @@ def test_registration() -> None:
 
 
 def test_demo_2d_writes_figures_and_metrics(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "moons"
     argv = ["--data", "moons", "--steps", "20", "--out", str(out), "--no-progress", "--quick"]
     assert demo_main(argv) == 0
@@ -33,7 +32,6 @@ def test_demo_2d_writes_figures_and_metrics(tmp_path: Path) -> None:
 
 
 def test_demo_digits_tiny(tmp_path: Path) -> None:
-    pytest.importorskip("sklearn")
     out = tmp_path / "digits"
     rc = demo_main(["--data", "digits", "--steps", "2", "--out", str(out), "--no-progress",
                     "--samples-per-class", "2", "--batch-size", "8", "--quick"])

@@ -1,4 +1,4 @@
-"""Against diffusers (optional peer; skipped without it): on the VP path with the exact eps
+"""Against diffusers (a dev dependency): on the VP path with the exact eps
 field, diffusers' DPMSolverMultistepScheduler and UniPCMultistepScheduler driven on our grid
 (their ``sigmas`` replaced by ``beta/alpha`` at our times, ``lower_order_final=False``) give
 the same samples from the same 200 points (mixture2d, seed 1): to 1e-5 for DPM-Solver++ (diffusers
@@ -8,11 +8,10 @@ diffusers' 3M) do not match -- the test checks that too, so the comparison has p
 
 from __future__ import annotations
 
+import diffusers
 import pytest
 import torch
 from sdeflow_generative import GaussianPath, VariancePreserving, datasets, sample
-
-diffusers = pytest.importorskip("diffusers")
 
 F64 = torch.float64
 COMMON = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4,
