@@ -420,7 +420,7 @@ class UniPC3(_UniPC, name="unipc3"):
 
 
 # ------------------------------------------------------------------------------------ SDE
-class DPMSolverPP2MSDE(Exponential, name="dpm_solver_pp2m_sde"):
+class DPMSolverPP2MSDE(DPMSolverPP2M, name="dpm_solver_pp2m_sde"):
     """Stochastic 2M on a :class:`~sdeflow.semilinear.SemilinearSDE` (docs/math.md §15.5):
 
         x_t = E(t)/E(s) x_s + G(t) sum_j W_j N_j + noise_std(s, t) dW / sqrt(|t - s|),
@@ -436,39 +436,13 @@ class DPMSolverPP2MSDE(Exponential, name="dpm_solver_pp2m_sde"):
                         semilinear=True)
     problem_types = (SemilinearSDE,)
 
-    def __init__(self, variant: str = "midpoint", lower_final: int = 0,
-                 grid: Sequence[float] | Tensor | None = None) -> None:
-        super().__init__(lower_final, grid)
-        if variant not in ("taylor", "midpoint"):
-            raise ValueError(f"variant: expected 'taylor' or 'midpoint', got {variant!r}")
-        self.variant = variant
-
-    def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
-        return ()
-
     def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
              state: Any, noise: Noise) -> StepResult:
-        p = terms.problem
-        n = self._nfield(terms)
+        res = super().step(terms, tt, t, h, x, state, None)  # the drift: 2M on the SDE's E, G
         s, tn = tt[0], self._time(t + h, tt[0])
-        tau_s, tau_t = self._tau(p, s), self._tau(p, tn)
-        H = tau_t - tau_s
-        n0 = n(s, x)
-        hist = (*state, (tau_s, n0))[-2:]
-        q = self._order_cap(t, len(hist))
-        use = hist[-q:][::-1]
-        ratio, G, hh, z = p.step_coefficients(s, tn)
-        rho = [(tj - tau_s) / H for tj, _ in use]
-        if q == 2 and self.variant == "midpoint":
-            w1 = hh * phi(1, z)
-            c = 0.5 * w1 / (-rho[1])
-            w = [w1 + c, -c]
-        else:
-            w = taylor_weights(rho, hh, z)
-        x_new = _combine(ratio * x, G, w, [nj for _, nj in use])
         (dw,) = noise  # type: ignore[misc]
-        x_new = x_new + p.noise_std(s, tn) * dw / math.sqrt(abs(h))
-        return StepResult(x_new, None, None, hist)
+        x_new = res.x + terms.problem.noise_std(s, tn) * dw / math.sqrt(abs(h))
+        return StepResult(x_new, None, None, res.state)
 
 
 __all__ = ["taylor_weights", "Exponential", "DDIM", "DPMSolver2", "DPMSolver3", "DPMSolverPP2M",
