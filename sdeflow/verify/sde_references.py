@@ -55,6 +55,14 @@ class AnalyticSDE:
     def problem_as(self, kind: str) -> SDE:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _elementwise(self, dim: int) -> None:
+        """Set up a reference that acts elementwise on states ``(..., dim)`` (any ``d`` works;
+        ``dim`` is the default one) with an empty cache of its SDE forms."""
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim: expected a positive int, got {dim!r}")
+        self.dim = dim
+        self._problems: dict[str, SDE] = {}
+
     def _check_kind(self, kind: str) -> None:
         if kind not in ("ito", "stratonovich"):
             raise ValueError(f"kind: expected 'ito' or 'stratonovich', got {kind!r}")
@@ -109,10 +117,7 @@ class GeometricBrownianMotion(AnalyticSDE):
     def __init__(self, mu: float, sigma: float, *, dim: int = 1) -> None:
         self.mu = _scalar(mu, "mu")
         self.sigma = _scalar(sigma, "sigma", nonneg=True)
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive int, got {dim!r}")
-        self.dim = dim
-        self._problems: dict[str, SDE] = {}
+        self._elementwise(dim)
 
     @property
     def name(self) -> str:
@@ -211,10 +216,7 @@ class OrnsteinUhlenbeck(AnalyticSDE):
         self.theta = _scalar(theta, "theta", positive=True)
         self.sigma = _scalar(sigma, "sigma", nonneg=True)
         self.mu = _scalar(mu, "mu")
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive int, got {dim!r}")
-        self.dim = dim
-        self._problems: dict[str, SDE] = {}
+        self._elementwise(dim)
 
     @property
     def name(self) -> str:
@@ -526,10 +528,7 @@ class NonlinearAdditiveSDE(AnalyticSDE):
 
     def __init__(self, sigma: float = 2.0, *, dim: int = 1) -> None:
         self.sigma = _scalar(sigma, "sigma", nonneg=True)
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim: expected a positive int, got {dim!r}")
-        self.dim = dim
-        self._problems: dict[str, SDE] = {}
+        self._elementwise(dim)
 
     @property
     def name(self) -> str:
