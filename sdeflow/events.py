@@ -23,10 +23,13 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
   norm, so they no longer limit the step size) and the solve ends when every path has
   triggered (status ``"event"``) or at ``t_end``.
 
-When nothing fires a step costs one call of each ``fn`` at the step's end and one comparison
-of the signs of ``g`` (NaN where ``g`` is not finite, so a NaN or an infinity raises) with
-those of the previous step: one host sync per step; the interpolant is built only for a step
-in which some path changed sign.
+When nothing fires, the loops check stretches of steps at once (:mod:`sdeflow.lookback`,
+:meth:`Monitor.scan`): ``fn`` vmapped over the stretch's end states and one min/max of
+``bias + g * s_old`` (positive and finite: no counted sign changed, nothing non-finite), one
+host sync per stretch; the step where something changed is re-run with :meth:`Monitor.accepted`
+(bitwise the same step). Where the monitor sees every step (bridge, adaptive SDEs, implicit
+solvers) a quiet step costs one call of each ``fn`` and one comparison of signs. The
+interpolant is built only for a step in which some path changed sign.
 
 ``sol.event_t`` / ``sol.event_x`` / ``sol.event_index`` hold, per path, the time, state and
 index (in a tuple of events) of the terminal event that stopped it, or else of the first
@@ -136,6 +139,7 @@ class Monitor:
         self.event_index = torch.full((self.n,), -1, dtype=torch.long, device=x0.device)
         self.frozen = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
         self.any_frozen = False
+        self.on_freeze: Callable[[], None] = lambda: None  # set by EventSolver
         self.all_frozen = False
         self.recorded = torch.zeros(self.n, dtype=torch.bool, device=x0.device)
         self._want = torch.Size(self.pshape)
@@ -146,12 +150,14 @@ class Monitor:
         if any(e.bridge for e in self.events):
             self.gen = torch.Generator(device="cpu")
             self.gen.manual_seed(0 if seed is None else seed + 1)
-        # the per-step test when nothing fires: fn at the step's end, its sign (NaN where the
-        # value is not finite), one comparison with the last step's signs (docs/events.md)
+        # without the bridge a step where nothing fires is only a test of signs (_same, or
+        # _clean on a stretch of steps: scan), docs/events.md "Cost"
         self.fast = self.gen is None
         self._zero = torch.zeros((), dtype=dt, device=x0.device)
-        self._frozen_p = self.frozen.view(self._want)
-        self.s_old = self._signs([g.view(self._want) for g in self.g_old])
+        self._vmap = True  # fn evaluated on a stretch of steps through torch.func.vmap
+        self._vfns: dict[int, Any] = {}
+        self.g_old = [g.view(self._want) for g in self.g_old]
+        self._refresh()
 
     # ------------------------------------------------------------------------ evaluation
     def value(self, ev: Event, t: float | Tensor, x: Tensor, check: bool = False) -> Tensor:
@@ -188,14 +194,107 @@ class Monitor:
             return (g0 > 0) & (g1 <= 0)
         return (g0 * g1 <= 0) & (g0 != 0)
 
-    def _signs(self, g: list[Tensor]) -> Tensor:
-        """``sign(g)`` of every event (stacked), 0 on the frozen paths, NaN where ``g`` is
-        not finite."""
-        gs = g[0] if len(g) == 1 else torch.stack(g)
-        s = torch.sign(gs)
-        if self.any_frozen:
-            s.masked_fill_(self._frozen_p, 0.0)
-        return torch.addcmul(s, gs, self._zero)  # + 0 * g: NaN for NaN and +-inf
+    def _stacked(self, g: list[Tensor], dim: int = 0) -> Tensor:
+        return g[0] if len(g) == 1 else torch.stack(g, dim)
+
+    def _refresh(self) -> None:
+        """The signs of the last values, ``s_old`` (0 where a path no longer counts: frozen,
+        or already recorded for a non-terminal event), and ``bias``, 1 there and 0 elsewhere.
+
+        Then ``P = bias + g * s_old`` is positive everywhere exactly when no counted value
+        changed (or lost) its sign, and finite exactly when every value is finite (a value
+        that does not count still turns ``P`` into NaN if it is not finite): one
+        multiply-add and one min/max per check, no comparisons of whole tensors."""
+        masks = []
+        for e in self.events:
+            m = self.frozen if e.terminal else self.frozen | self.recorded
+            masks.append(m.view(self._want))
+        mask = self._stacked(masks)
+        self._mask = mask if bool(mask.any()) else None
+        s = torch.sign(self._stacked(self.g_old))
+        self.s_old = s.masked_fill(mask, 0.0)
+        self.bias = mask.to(self.dtype)
+        # +1 or -1 when every value counts and all have that sign (the usual start of a
+        # first passage): then the test needs no multiply-add, only the min and max of g
+        lo, hi = (float(v) for v in torch.aminmax(self.s_old)) if self.s_old.numel() else (0, 0)
+        self._uniform = lo if lo == hi and lo != 0.0 else 0.0
+
+    def _same(self, g: Tensor) -> bool:
+        """The per-step test: the signs of ``g`` (0 where a path no longer counts, NaN where
+        a value is not finite) equal ``s_old`` (one host sync)."""
+        s = torch.sign(g)
+        if self._mask is not None:
+            s.masked_fill_(self._mask, 0.0)
+        return torch.equal(torch.addcmul(s, g, self._zero), self.s_old)  # + 0 g: NaN for inf
+
+    def _clean(self, g: Tensor) -> bool:
+        """Nothing counted changed sign in ``g`` (stacked values) and all of it is finite
+        (:meth:`_refresh`; one host sync, two when the first passes)."""
+        if self._uniform > 0.0:
+            lo, hi = torch.aminmax(g)
+            return float(lo) > 0.0 and float(hi) < math.inf
+        if self._uniform < 0.0:
+            lo, hi = torch.aminmax(g)
+            return float(hi) < 0.0 and float(lo) > -math.inf
+        lo, hi = torch.aminmax(torch.addcmul(self.bias, g, self.s_old))
+        return float(lo) > 0.0 and float(hi) < math.inf
+
+    # ------------------------------------------------------------- a run of steps at once
+    def defer(self) -> bool:
+        """Whether a run of accepted steps can be checked after the fact (:meth:`scan`): yes,
+        unless a bridge correction needs every step's start and diffusion."""
+        return self.fast
+
+    def scan(self, ts: list[float], xs: list[Tensor]) -> int | None:
+        """Check ``K`` accepted steps at once, ending at ``ts`` with states ``xs`` (nothing
+        checked since the last step the monitor saw): ``fn`` once on all ``K`` states (through
+        ``torch.func.vmap``, so each call still sees one state and a 0-dim time; a plain
+        loop over the states where ``fn`` cannot be vmapped) and one comparison of the
+        ``K`` rows of signs with their predecessors (one host sync).
+
+        Returns the index of the first step in which a live path's sign changed or a value
+        is not finite, with the monitor's last values moved to that step's start, so the
+        loop re-runs that step through :meth:`accepted`; ``None`` when no step did (the last
+        values are then those at ``ts[-1]``)."""
+        with torch.no_grad():
+            big_x = torch.stack(xs)
+            big_t = torch.tensor(ts, dtype=torch.float64).to(dtype=self.dtype,
+                                                              device=self.device)
+            gs = [self._values_at(e, big_t, big_x, ts, xs) for e in self.events]
+        k = len(xs)
+        big_g = self._stacked(gs, 1)  # (K, [events,] *paths)
+        if self._clean(big_g):
+            self.g_old = [g[-1] for g in gs]  # the signs, s_old, are those of before
+            return None
+        p = torch.addcmul(self.bias, big_g, self.s_old).reshape(k, -1)
+        lo, hi = torch.aminmax(p, dim=1)
+        bad = ~(lo > 0.0) | ~(hi < math.inf)
+        first = int(bad.to(torch.uint8).argmax())
+        if first > 0:
+            self.g_old = [g[first - 1] for g in gs]
+        return first
+
+    def _values_at(self, ev: Event, big_t: Tensor, big_x: Tensor, ts: list[float],
+                   xs: list[Tensor]) -> Tensor:
+        """``fn`` at the ``K`` step ends, shape ``(K, *paths)``: vmapped over the steps when
+        ``fn`` allows it, else one call per state (which also names a wrong shape)."""
+        k, want = len(xs), self._want
+        if self._vmap:
+            try:
+                vf = self._vfns.get(id(ev))
+                if vf is None:
+                    vf = self._vfns[id(ev)] = torch.func.vmap(ev.fn)
+                out = vf(big_t, big_x)
+            except Exception:  # noqa: BLE001 -- not vmappable (.item(), a float, ...): loop
+                self._vmap = False
+            else:
+                if isinstance(out, Tensor) and out.shape[1:] == want:
+                    return out.to(self.dtype)
+                if isinstance(out, Tensor) and out.dim() == 1 and want:
+                    # one value for every path at each step (e.g. fn = t - t_stop)
+                    return out.to(self.dtype).reshape(k, *([1] * len(want))).expand(k, *want)
+        return torch.stack([self.coerce(ev.fn(big_t[i], xs[i]), ts[i], xs[i], finite=False)
+                            .view(want) for i in range(k)])
 
     # ----------------------------------------------------------------------- the hook
     def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
@@ -212,17 +311,11 @@ class Monitor:
             g_new.append(out)
         g_old = self.g_old
         self.g_old = g_new
-        if self.fast:
-            s_new = self._signs(g_new)
-            same = torch.equal(s_new, self.s_old)  # the one host sync of a step
-            self.s_old = s_new
-            if same:
-                # no live path changed sign and every value is finite: nothing crossed
-                return None
+        if self.fast and self._same(self._stacked(g_new)):
+            return None  # no counted path changed sign and every value is finite
         out = self._slow(t, t_new, x, x_new, interp, [g.reshape(-1) for g in g_old],
                          [g.reshape(-1) for g in g_new])
-        if out is not None and self.fast:  # newly frozen paths: their signs no longer count
-            self.s_old = self._signs(g_new)
+        self._refresh()  # the new signs, and paths newly frozen or recorded no longer count
         return out
 
     def _slow(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
@@ -291,8 +384,9 @@ class Monitor:
         if not bool(is_term.any()):
             return None
         self.frozen = self.frozen | is_term
-        self._frozen_p = self.frozen.view(self._want)
-        self.any_frozen = True
+        if not self.any_frozen:
+            self.any_frozen = True
+            self.on_freeze()
         self.all_frozen = bool(self.frozen.all())
         out = torch.where(is_term.unsqueeze(-1), term_x, xn)
         return out.reshape(x_new.shape)
@@ -409,6 +503,11 @@ class EventSolver(Solver, register=False):
 
     def __init__(self, inner: Solver, mon: Monitor) -> None:
         self.inner, self.mon = inner, mon
+        # until a path is frozen a step is the inner solver's own (no wrapper call per step);
+        # the monitor switches to held_step when it freezes one (the loops read .step anew
+        # after a step that called the hooks)
+        self.step = inner.step  # type: ignore[method-assign]
+        mon.on_freeze = self._hold
         self.caps = inner.caps  # type: ignore[misc]
         self.c = inner.c
         self.noise_points = inner.noise_points  # type: ignore[misc]
@@ -417,8 +516,13 @@ class EventSolver(Solver, register=False):
     def init(self, terms: Terms, t0: float, x0: Tensor, h: float) -> Any:
         return self.inner.init(terms, t0, x0, h)
 
-    def step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
-             state: Any, noise: Any) -> StepResult:
+    def _hold(self) -> None:
+        self.step = self.held_step  # type: ignore[method-assign]
+
+    def held_step(self, terms: Terms, tt: tuple[Tensor, ...], t: float, h: float, x: Tensor,
+                  state: Any, noise: Any) -> StepResult:
+        """The inner step with the frozen paths held at their event state (and their error
+        estimate zeroed)."""
         res = self.inner.step(terms, tt, t, h, x, state, noise)
         m = self.mon
         if not m.any_frozen:

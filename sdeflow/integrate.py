@@ -11,7 +11,9 @@ One iteration (docs/math.md §11.1):
    find the exact step); an adaptive step reads one number, the error norm (one host sync);
 5. an accepted step is saved (exactly at the step's end, or at interior output times through the
    solver's interpolant), handed to the hooks (events), and its state kept; a rejected step is
-   retried from the same ``(x, state)``.
+   retried from the same ``(x, state)``. An event monitor that can look back
+   (:mod:`sdeflow.lookback`) instead checks stretches of steps at once; the step where
+   something happened is re-run from its kept start with the hooks called.
 
 After a time in ``jump_ts`` the solver restarts (``solver.init``): stages at the jump see its
 left limit, the next step starts from the right limit. Failures (``max_steps``, ``dt_min``,
@@ -32,6 +34,7 @@ from . import hints
 from .controllers import ErrorNorm, PIController, initial_step
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
 from .interpolation import DenseSolution, Interpolant
+from .lookback import Lookback
 from .solution import Solution
 from .solvers.base import Solver, StepResult, Terms
 
@@ -131,11 +134,14 @@ class Recorder:
             self.oi += 1
 
     def truncate(self, t_reached: float) -> None:
-        """Drop outputs saved beyond ``t_reached`` (a replayed non-finite block)."""
+        """Drop outputs saved beyond ``t_reached``, and the dense steps from it on (a
+        replayed non-finite block, a stretch re-run for the hooks)."""
         d = self.direction
         while self.saved_t and d * (self.saved_t[-1] - t_reached) > self.tol:
             self.saved_t.pop()
             self.saved.pop()
+        while self.steps and d * (self.steps[-1].t - t_reached) >= 0:
+            self.steps.pop()
         self.oi = sum(1 for t in self.plan.outputs if d * (t - t_reached) <= self.tol)
 
     def solution(self, status: str, t_reached: float, x: Tensor, stats: dict[str, Any]
@@ -287,6 +293,13 @@ class AdaptiveStepper:
         self.h_abs = abs(h) * (own if own is not None else ctrl.reject_factor(err, self.q))
         return False
 
+    def snapshot(self) -> tuple[Any, ...]:
+        """What :meth:`propose` and :meth:`judge` read and change (for a re-run step)."""
+        return self.h_abs, self.errs, self.after_reject, self.last_bad, self.li, self.t_cur
+
+    def restore(self, snap: tuple[Any, ...]) -> None:
+        self.h_abs, self.errs, self.after_reject, self.last_bad, self.li, self.t_cur = snap
+
     def too_small(self) -> bool:
         return self.h_abs < self.dt_min
 
@@ -367,26 +380,51 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
     state = solver.init(terms, grid[0], x0, hs[0])
     after_jump = False
     on_grid = set(grid)
-    need_interp = plan.dense or bool(hooks) or (
-        not plan.save_every and any(o not in on_grid for o in plan.outputs))
+    need_rec = plan.dense or (not plan.save_every and any(o not in on_grid for o in plan.outputs))
+    need_interp = need_rec or bool(hooks)
     terms.dense = need_interp
     # which steps end on something to save (no interpolation needed: a lookup per step)
-    if need_interp or plan.save_every:
+    if need_rec or plan.save_every:
         save = [True] * (n + 1)
     else:
         outs = set(plan.outputs)
         save = [g in outs for g in grid]
     step = solver.step
     plain = not st.jumps and not hooks
+    look = Lookback.make(hooks, x0, st.block)
     i = 0
+
+    def hooked(k: int, x: Tensor, state: Any, after_jump: bool, tt: tuple[Tensor, ...],
+               nz: Any) -> tuple[Tensor, Any, bool, bool]:
+        """One step with the hooks called (events): ``(x, state, after_jump, stop)``."""
+        nonlocal step
+        t, t_new = grid[k], grid[k + 1]
+        res = step(terms, tt, t, hs[k], x, state, nz)
+        x_new = res.x
+        interp = make_interp(t, hs[k], x, res)
+        for hk in hooks:
+            y = hk.accepted(t, t_new, x, x_new, interp)  # type: ignore[arg-type]
+            if y is not None:
+                x_new = y
+        rec.accepted(t_new, x_new, interp)
+        step = solver.step  # a hook may have changed it (events: once a path is frozen)
+        x, state = x_new, res.state
+        after_jump = t_new in st.jumps
+        if after_jump:
+            state = solver.init(terms, t_new, x, hs[k])
+        return x, state, after_jump, any(hk.stop() for hk in hooks)
+
+    def tt_of(k: int) -> tuple[Tensor, ...]:
+        return st.times(k, after_jump) if st.jumps else tts[k - i]
+
     while i < n:
         j = min(n, i + st.block)
         nzs = noise.block(i, j) if noise is not None else None
+        nzl = nzs if nzs is not None else [None] * (j - i)
         x_start, state_start, aj_start = x, state, after_jump
         cols = [col[i:j].unbind(0) for col in st.cols]
         tts = list(zip(*cols))
         if plain:  # the hot path: no hooks, no jumps; a step's result is a StepResult tuple
-            nzl = nzs if nzs is not None else [None] * (j - i)
             for m in range(j - i):
                 k = i + m
                 res = step(terms, tts[m], grid[k], hs[k], x, state, nzl[m])
@@ -394,27 +432,51 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
                     rec.accepted(grid[k + 1], res[0],
                                  make_interp(grid[k], hs[k], x, res) if need_interp else None)
                 x, state = res[0], res[3]
+            k = j
         else:
-            for k in range(i, j):
-                t = grid[k]
-                tt = st.times(k, after_jump) if st.jumps else tts[k - i]
-                res = step(terms, tt, t, hs[k], x, state,
-                           nzs[k - i] if nzs is not None else None)
-                x_new = res.x
-                t_new = grid[k + 1]
-                interp = make_interp(t, hs[k], x, res) if need_interp else None
-                for hk in hooks:
-                    y = hk.accepted(t, t_new, x, x_new, interp)  # type: ignore[arg-type]
-                    if y is not None:
-                        x_new = y
-                rec.accepted(t_new, x_new, interp)
-                x, state = x_new, res.state
-                after_jump = t_new in st.jumps
-                if after_jump:
-                    state = solver.init(terms, t_new, x, hs[k])
-                if hooks and any(hk.stop() for hk in hooks):
-                    stats["accepted"] = k + 1
-                    return finish("success" if k + 1 == n else "event", t_new, x)
+            k = i
+        # the hooks look back over stretches of steps (Lookback), or see every step
+        while k < j:
+            if look is None or look.hold:
+                if look is not None:
+                    look.hold -= 1
+                x, state, after_jump, stop = hooked(k, x, state, after_jump, tt_of(k), nzl[k - i])
+                k += 1
+                if stop:
+                    stats["accepted"] = k
+                    return finish("success" if k == n else "event", grid[k], x)
+                continue
+            look.start(k)
+            entries, xs, jumps = look.entries, look.xs, st.jumps
+            for kk in range(k, min(j, k + look.size)):  # a stretch, the hooks not called
+                entries.append((x, state, after_jump))
+                res = step(terms, st.times(kk, after_jump) if jumps else tts[kk - i], grid[kk],
+                           hs[kk], x, state, nzl[kk - i])
+                if save[kk + 1]:
+                    rec.accepted(grid[kk + 1], res[0],
+                                 make_interp(grid[kk], hs[kk], x, res) if need_rec else None)
+                x, state = res[0], res[3]
+                if jumps:
+                    after_jump = grid[kk + 1] in jumps
+                    if after_jump:
+                        state = solver.init(terms, grid[kk + 1], x, hs[kk])
+                xs.append(x)
+            k += len(xs)
+            # a stretch that went non-finite is re-run step by step (then the check below)
+            bad = k == j and not bool(torch.isfinite(x).all())
+            first = 0 if bad else look.scan(grid[look.k0 + 1:k + 1])
+            if first is None:
+                continue
+            k = look.k0 + first
+            x, state, after_jump = look.rewind(first)
+            rec.truncate(grid[k])
+            for kk in range(k, j if bad else k + 1):
+                x, state, after_jump, stop = hooked(kk, x, state, after_jump, tt_of(kk),
+                                                    nzl[kk - i])
+                k = kk + 1
+                if stop:
+                    stats["accepted"] = k
+                    return finish("success" if k == n else "event", grid[k], x)
         if not bool(torch.isfinite(x).all()):
             k_bad = _locate_nonfinite(terms, solver, st, x_start, state_start, aj_start, i, j,
                                       nzs)
@@ -478,7 +540,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     norm = st.norm
     with torch.no_grad():
         ax = norm.scale(x0.detach())
-    # two scale buffers used in turn and one for the tolerance: the norm allocates nothing
+    # scale buffers used in turn (two) and one for the tolerance: the norm allocates nothing
     blas = x0.dtype in (torch.float32, torch.float64) and x0.numel() > 0
     sbufs = [torch.empty_like(x0), torch.empty_like(x0)] if blas else None
     tolbuf = torch.empty_like(x0) if blas else None
@@ -489,10 +551,37 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
         state = st.u0 if st.u0 is not None else terms.u(_full(t, x0), x0)  # type: ignore[misc]
     after_jump = False
     accepted = rejected = 0
+    # the hooks look back over stretches of accepted steps (ODEs with explicit solvers: a
+    # step re-run from its start, with the stepper's state put back, is the same step); the
+    # stretch keeps its steps' scales, so they take turns in size + 2 buffers, not two
+    look = (Lookback.make(hooks, x0, BLOCK) if noise is None and not solver.caps.implicit
+            and st.factor_hook is None else None)
+    if look is not None and blas:
+        sbufs = list(torch.empty((look.size + 2, *x0.shape), dtype=x0.dtype,
+                                 device=x0.device).unbind(0))
+    nbuf = len(sbufs) if sbufs is not None else 1
+
+    def rewind(first: int | None) -> bool:
+        """Back to the start of the stretch's step ``first`` (re-run with the hooks)."""
+        nonlocal t, x, ax, state, after_jump, accepted, rejected
+        if first is None:
+            look.start(0)  # type: ignore[union-attr]
+            return False
+        t, x, ax, state, after_jump, snap = look.rewind(first)  # type: ignore[union-attr]
+        stepper_state, accepted, rejected = snap
+        st.restore(stepper_state)
+        rec.truncate(t)
+        look.hold = max(look.hold, 1)  # type: ignore[union-attr]
+        return True
+
     while True:
+        deferring = look is not None and not look.hold
         if accepted + rejected >= plan.max_steps:
+            if deferring and rewind(look.scan()):  # type: ignore[union-attr]
+                continue
             stats.update(accepted=accepted, rejected=rejected)
             return _fail(plan, rec, stats, finish, "max_steps", t, x, st, t)
+        snap = (st.snapshot(), accepted, rejected) if deferring else None
         h, t_new, landed = st.propose(t)
         at_jump = landed and t_new in jumps
         tt = _stage_times(c_vec, c, t, h, x0, t_new if at_jump else None, after_jump)
@@ -507,24 +596,36 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
             accepted += 1
             x_new = res.x
             interp = make_interp(t, h, x, res)
-            for hk in hooks:
-                y = hk.accepted(t, t_new, x, x_new, interp)
-                if y is not None:
-                    x_new = y
+            if deferring:
+                look.entries.append((t, x, ax, state, after_jump, snap))  # type: ignore[union-attr]
+                look.ts.append(t_new)  # type: ignore[union-attr]
+                look.xs.append(x_new)  # type: ignore[union-attr]
+            else:
+                for hk in hooks:
+                    y = hk.accepted(t, t_new, x, x_new, interp)
+                    if y is not None:
+                        x_new = y
+                if look is not None:
+                    look.hold -= 1
             rec.accepted(t_new, x_new, interp)
             t, x, ax, state = t_new, x_new, ax_new, res.state
-            cur ^= 1
+            cur = cur + 1 if cur + 1 < nbuf else 0
             after_jump = at_jump
             if at_jump:
                 state = solver.init(terms, t, x, h)
             if noise is not None:
                 noise.release(t, st.direction)
-            if st.done() or (hooks and any(hk.stop() for hk in hooks)):
+            if deferring and (st.done() or len(look.xs) >= look.size) and \
+                    rewind(look.scan()):  # type: ignore[union-attr]
+                continue
+            if st.done() or (not deferring and hooks and any(hk.stop() for hk in hooks)):
                 stats.update(accepted=accepted, rejected=rejected)
                 return finish("success" if st.done() else "event", t, x)
         else:
             rejected += 1
         if st.too_small():
+            if deferring and rewind(look.scan()):  # type: ignore[union-attr]
+                continue
             stats.update(accepted=accepted, rejected=rejected)
             failure = getattr(solver, "failure", None)
             exc = failure() if callable(failure) and st.last_bad else None

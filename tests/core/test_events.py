@@ -228,31 +228,44 @@ class _Ops(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("kind", ["adaptive", "fixed", "sde"])
-def test_a_step_where_nothing_fires_costs_fn_and_four_operations(kind: str) -> None:
-    """The hot path of an event that never fires (a work count, not a timing): per step,
-    fn's own operations (select, sub) plus at most four (the time as a tensor, sign, NaN
-    guard, one comparison with the last step's signs); no interpolant, no root finding."""
+def test_a_step_where_nothing_fires_costs_fn_and_four_operations(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor called on every step (as with the bridge correction; by default the loop
+    looks back over stretches instead, tests/core/test_events_lookback.py), for an event that
+    never fires (a work count, not a timing): per step, fn's own operations (select, sub)
+    plus at most four (the time as a tensor, sign, NaN guard, one comparison with the last
+    step's signs); no interpolant, no root finding."""
+    from sdeflow import events  # noqa: PLC0415
+
+    monkeypatch.setattr(events.Monitor, "defer", lambda self: False)
     n = 50
     w = torch.linspace(0.5, 5.0, n, dtype=D64)
-    if kind == "sde":
-        prob = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
-                      noise="diagonal")
-        x0 = torch.zeros(n, 2, dtype=D64)
-        kw: dict = dict(solver="euler_maruyama", steps=300, seed=0)
-    else:
-        prob = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
-        x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
-        kw = dict(rtol=1e-8, atol=1e-10) if kind == "adaptive" else dict(steps=300)
     never = sf.Event(lambda t, x: x[..., 0] - 100.0)
-    counts = []
-    for extra in ({}, {"event": never}):
-        with _Ops() as ops:
-            sol = sf.solve(prob, x0, (0.0, 3.0), **kw, **extra)
-        counts.append(ops.n)
-    steps = sol.stats["accepted"] + sol.stats["rejected"]
-    assert torch.isnan(sol.event_t).all()
-    per_step = (counts[1] - counts[0]) / steps
-    assert per_step <= 2 + 4 + 0.1, per_step  # + the setup, spread over the steps
+
+    def extra_ops(span: float) -> tuple[int, int]:
+        """Operations the event adds to a solve over (0, span), and the steps taken."""
+        if kind == "sde":
+            prob = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
+                          noise="diagonal")
+            x0 = torch.zeros(n, 2, dtype=D64)
+            kw: dict = dict(solver="euler_maruyama", steps=round(100 * span), seed=0)
+        else:
+            prob = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
+            x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
+            kw = (dict(rtol=1e-8, atol=1e-10) if kind == "adaptive"
+                  else dict(steps=round(100 * span)))
+        counts = []
+        for extra in ({}, {"event": never}):
+            with _Ops() as ops:
+                sol = sf.solve(prob, x0, (0.0, span), **kw, **extra)
+            counts.append(ops.n)
+        assert torch.isnan(sol.event_t).all()
+        return counts[1] - counts[0], sol.stats["accepted"] + sol.stats["rejected"]
+
+    (ops1, steps1), (ops2, steps2) = extra_ops(3.0), extra_ops(9.0)
+    per_step = (ops2 - ops1) / (steps2 - steps1)  # the setup cancels
+    assert steps2 - steps1 >= 300
+    assert per_step <= 2 + 4 + 0.02, per_step
     assert per_step >= 2, per_step  # fn is evaluated at every step's end
 
 
