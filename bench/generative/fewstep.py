@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -615,18 +616,22 @@ def _marks(name: str) -> tuple[str, str]:
 
 
 def write_sections(path: str, blocks: dict[str, list[str]]) -> None:
-    """Replace each produced section of ``path`` between its markers (kept in order; a new
-    file, or a section without markers, is written in ``SECTIONS`` order)."""
-    old: dict[str, str] = {}
+    """Replace each produced section of ``path`` between its markers, keeping the others and
+    everything above the first section (the hand-written summary); sections are written in
+    ``SECTIONS`` order. Markers count only as whole lines, so the summary may name them."""
     try:
         text = open(path).read()
     except FileNotFoundError:
         text = ""
+    old: dict[str, str] = {}
+    starts = []
     for name in SECTIONS:
-        a, b = _marks(name)
-        if a in text and b in text:
-            old[name] = text[text.index(a) + len(a):text.index(b)].strip("\n")
-    head = text[:text.index("<!-- fewstep.py")] if "<!-- fewstep.py" in text else (
+        a, b = (re.escape(m) for m in _marks(name))
+        hit = re.search(rf"^{a}$\n?(.*?)^{b}$", text, flags=re.M | re.S)
+        if hit:
+            old[name] = hit.group(1).strip("\n")
+            starts.append(hit.start())
+    head = text[:min(starts)] if starts else (
         "# Few-step samplers: measured (bench/generative/fewstep.py, CPU, float64, one "
         "thread)\n\n")
     parts = [head.rstrip("\n") + "\n"]
