@@ -1,6 +1,6 @@
 """Few-step samplers on exact mixture fields: orders, "few steps beat many", diffusers peers.
 
-Run: ``PYTHONPATH=.:plugins python bench/generative/fewstep.py [orders|table|peers|sde|all]
+Run: ``PYTHONPATH=.:plugins python bench/generative/fewstep.py [orders|table|reach|peers|sde|all]
 [--quick] [--out FILE]``. Writes markdown tables to stdout; ``--out`` replaces this run's
 sections (between ``<!-- fewstep.py NAME -->`` markers) of FILE, e.g.
 ``bench/generative/fewstep_results.md``, keeping the others. Everything runs on the exact
@@ -25,6 +25,12 @@ shared 2-core machine (``--quick``: about 80 s).
   time-quadratic and other powers, lambda-uniform on a clipped window with one step in and one
   out; with and without lower-order final steps); and a check of the same samplers against an
   independent exact sample of n = 200000 (2D) with its null.
+* ``reach``: why the 2D reach NFE of 2M on the lambda grid misses the acceptance (<= 30 CondOT,
+  <= 20 VP): the reach NFE again with VP started at 1e-3 (the issue's interval), a dopri5
+  reference at rtol 1e-12, other n, x0 and direction seeds and 16 batches; every NFE in
+  [15, 70] (is the bisection's monotone assumption true); the published 2M variants
+  (diffusers' "heun" = ``variant="taylor"``, ``lower_final=1``); cSW1 and RMS coupled error
+  of Euler, Heun and 2M against NFE. About 8 min.
 * ``peers``: diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, "heun" and
   "midpoint") and UniPCMultistepScheduler (bh2, bh1; order 2, 3) on VP with the exact eps field,
   driven on our grid (their ``sigmas`` replaced by ``beta/alpha`` of our times); max abs
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -152,31 +159,40 @@ class Case:
     ``x0`` (dopri5 at ``rtol``), the directions, the sorted projections of ``ref``."""
 
     def __init__(self, tname: str, target: gen.GaussianMixture, sch: Any, n: int,
-                 rtol: float) -> None:
+                 rtol: float, t0: float | None = None, seed: int = 1, dir_seed: int = 5,
+                 batches: int = BATCHES) -> None:
         self.tname = tname
         self.path = gen.GaussianPath(sch)
         self.pname = "VP" if isinstance(sch, gen.VariancePreserving) else type(sch).__name__
         self.mg = self.path.marginal(target)
-        self.t0 = t_start(self.path)
+        self.t0 = t_start(self.path) if t0 is None else t0
         self.n = n
-        self.x0 = self.mg.sample(n, self.t0, generator=torch.Generator().manual_seed(1))
+        self.batches = batches
+        self.x0 = self.mg.sample(n, self.t0, generator=torch.Generator().manual_seed(seed))
         t = time.time()
         sol = sf.solve(gen.ProbabilityFlowODE(self.path, self.mg.velocity), self.x0,
                        (self.t0, T_END), rtol=rtol, atol=rtol)
-        self.ref = sol.ys[-1]
         self.ref_info = (f"dopri5 rtol=atol={rtol:g}, {sol.stats['nfe']} NFE, "
                          f"{time.time() - t:.0f} s")
         d = target.dim
-        dirs = torch.randn(d, N_DIRS, generator=torch.Generator().manual_seed(5), dtype=F64)
+        dirs = torch.randn(d, N_DIRS, generator=torch.Generator().manual_seed(dir_seed),
+                           dtype=F64)
         self.dirs = dirs / dirs.norm(dim=0, keepdim=True)
-        p = self.ref @ self.dirs
+        self.set_ref(sol.ys[-1])
+
+    def set_ref(self, ref: torch.Tensor) -> None:
+        """Score against ``ref`` (the exact solution from ``x0``) from now on."""
+        self.ref = ref
+        p = ref @ self.dirs
+        k = self.batches
         self.ref_full = torch.sort(p, dim=0)[0]
-        self.ref_b = [torch.sort(p[b::BATCHES], dim=0)[0] for b in range(BATCHES)]
+        self.ref_b = [torch.sort(p[b::k], dim=0)[0] for b in range(k)]
 
     def score(self, out: torch.Tensor, nfe: int) -> Score:
         p = out @ self.dirs
+        k = self.batches
         w = float((torch.sort(p, dim=0)[0] - self.ref_full).abs().mean())
-        wb = torch.tensor([float((torch.sort(p[b::BATCHES], dim=0)[0] - rb).abs().mean())
+        wb = torch.tensor([float((torch.sort(p[b::k], dim=0)[0] - rb).abs().mean())
                            for b, rb in enumerate(self.ref_b)], dtype=F64)
         rms = float(((out - self.ref) ** 2).sum(-1).mean().sqrt())
         return Score(w, wb, rms, nfe)
@@ -184,20 +200,21 @@ class Case:
     def run(self, solver: str, grid: Any, nfe: int, kw: dict[str, Any]) -> Score:
         steps = steps_for(solver, nfe)
         g = grid(self, steps) if callable(grid) else grid
+        tensor = isinstance(g, torch.Tensor)  # a tensor grid is its own span
         sol = gen.sample(self.mg.x0, self.path, self.x0, solver=solver,
-                         steps=None if isinstance(g, torch.Tensor) else steps, param="x0",
-                         grid=g, **kw)
+                         steps=None if tensor else steps, param="x0", grid=g,
+                         t_span=None if tensor else (self.t0, T_END), **kw)
         return self.score(sol.ys[-1], sol.stats["nfe"])
 
     def baseline(self, solver: str, steps: int) -> Score:
         sol = gen.sample(self.mg.velocity, self.path, self.x0, solver=solver, steps=steps,
-                         param="velocity", grid="t")
+                         param="velocity", grid="t", t_span=(self.t0, T_END))
         return self.score(sol.ys[-1], sol.stats["nfe"])
 
 
 def diff_se(a: Score, b: Score) -> float:
     """Standard error of ``a.w - b.w`` from the paired replicate batches."""
-    return float((a.wb - b.wb).std()) / math.sqrt(BATCHES)
+    return float((a.wb - b.wb).std()) / math.sqrt(len(a.wb))
 
 
 def reaches(s: Score, base: Score) -> bool:
@@ -206,7 +223,7 @@ def reaches(s: Score, base: Score) -> bool:
 
 
 def _fmt(s: Score) -> str:
-    return f"{s.w:.4f} +- {float(s.wb.std()) / math.sqrt(BATCHES):.1e}"
+    return f"{s.w:.4f} +- {float(s.wb.std()) / math.sqrt(len(s.wb)):.1e}"
 
 
 # ----- grids (callables ``(case, steps) -> tensor of times``; strings go to gen.sample)
@@ -409,6 +426,110 @@ def table(quick: bool) -> None:
     emit("")
 
 
+def reach(quick: bool) -> None:
+    """Why 2D misses the acceptance reach NFE (2M lambda at <= 30 NFE on CondOT, <= 20 on VP):
+    the reach NFE of the ``table`` under changes of the span, the reference, the sample and
+    the criterion's batches, whether the bisection's monotone assumption holds, the published
+    2M variants, and how cSW1 and the RMS coupled error fall with NFE."""
+    tgt = datasets.mixture2d()
+    n = 2000 if quick else 10000
+    hi = 80
+    emit("## Why 2D misses: checks on the 2M lambda-grid reach NFE (2D mixture)")
+    emit("")
+    emit(f"Reach NFE by the `table`'s bisection over [5, {hi}] and criterion; the first row of "
+         f"each path is the `table`'s setting (n = {n}, x0 seed 1, direction seed 5, "
+         f"{BATCHES} batches, dopri5 rtol 1e-8, t0 = `t_start`: 1e-3 CondOT, 0 VP).")
+    emit("")
+    emit("| path | setting | Euler@100 cSW1 | Heun@20 cSW1 | 2M reach Euler@100 | "
+         "2M reach Heun@20 |")
+    emit("|---|---|---|---|---|---|")
+    rows: list[tuple[str, dict[str, Any]]] = [("table setting", {})]
+    rows += [("t0 = 1e-3 (the issue's interval)", {"t0": 1e-3})]
+    rows += [("reference dopri5 rtol 1e-12", {"rtol": 1e-12})]
+    if not quick:
+        rows += [("n = 4000", {"n": 4000}), ("n = 40000", {"n": 40000}),
+                 ("x0 seed 2", {"seed": 2}), ("x0 seed 3", {"seed": 3}),
+                 ("direction seed 6", {"dir_seed": 6}), ("16 batches", {"batches": 16}),
+                 ("n = 40000, seeds 2 / 6, 16 batches",
+                  {"n": 40000, "seed": 2, "dir_seed": 6, "batches": 16})]
+    notes: list[str] = []
+    for sch in (gen.CondOT(), gen.VariancePreserving()):
+        for label, kw in rows:
+            if "t0" in kw and not isinstance(sch, gen.VariancePreserving):
+                continue  # CondOT's table span already starts at 1e-3
+            kw = dict(kw)
+            rtol = kw.pop("rtol", 1e-8)
+            c = Case("2D", tgt, sch, kw.pop("n", n), 1e-8, **kw)
+            if rtol != 1e-8:
+                ref8 = c.ref
+                sol = sf.solve(gen.ProbabilityFlowODE(c.path, c.mg.velocity), c.x0,
+                               (c.t0, T_END), rtol=rtol, atol=rtol)
+                c.set_ref(sol.ys[-1])
+                notes.append(f"{c.pname}: the rtol 1e-8 reference differs from the rtol "
+                             f"{rtol:g} one ({sol.stats['nfe']} NFE) by at most "
+                             f"{float((ref8 - c.ref).abs().max()):.1e}, cSW1 "
+                             f"{c.score(ref8, 0).w:.1e}")
+            eu, he = c.baseline("euler", 100), c.baseline("heun", 10)
+            emit(f"| {c.pname} | {label} | {_fmt(eu)} | {_fmt(he)} | "
+                 f"{first_reach(c, 'dpm_solver_pp2m', 'lambda', {}, eu, hi)} | "
+                 f"{first_reach(c, 'dpm_solver_pp2m', 'lambda', {}, he, hi)} |")
+    emit("")
+    emit("Reference: " + "; ".join(notes) + ".")
+    emit("")
+    lo_s, hi_s = (15, 40) if quick else (15, 70)
+    emit(f"**Monotone?** 2M lambda at every NFE in [{lo_s}, {hi_s}] on the table setting: the "
+         "NFE where it reaches each baseline.")
+    emit("")
+    emit("| path | baseline | reaches at | bisection | reached at every NFE above the first |")
+    emit("|---|---|---|---|---|")
+    cases = {type(sch).__name__: Case("2D", tgt, sch, n, 1e-8)
+             for sch in (gen.CondOT(), gen.VariancePreserving())}
+    for c in cases.values():
+        for bname, base in (("Euler@100", c.baseline("euler", 100)),
+                            ("Heun@20", c.baseline("heun", 10))):
+            ok = [v for v in range(lo_s, hi_s + 1)
+                  if reaches(c.run("dpm_solver_pp2m", "lambda", v, {}), base)]
+            mono = "-" if not ok else "yes" if ok == list(range(ok[0], hi_s + 1)) else "no"
+            emit(f"| {c.pname} | {bname} | {ok[0] if ok else f'>{hi_s}'} | "
+                 f"{first_reach(c, 'dpm_solver_pp2m', 'lambda', {}, base, hi)} | {mono} |")
+    emit("")
+    emit("**Published 2M details** (table setting; cSW1 at 20 and 30 NFE, reach NFE). "
+         "`variant=taylor` is diffusers' `solver_type=\"heun\"`; the default is Algorithm 2 "
+         "(diffusers' `midpoint`); `lower_final=1` is diffusers' `lower_order_final` (which "
+         "diffusers applies only below 15 steps). The eps form is DPM-Solver-2M (noise "
+         "prediction), not DPM-Solver++, shown for comparison only.")
+    emit("")
+    emit("| path | 2M | cSW1@20 | cSW1@30 | reach Euler@100 | reach Heun@20 |")
+    emit("|---|---|---|---|---|---|")
+    variants: list[tuple[str, dict[str, Any]]] = [
+        ("Algorithm 2 (midpoint)", {}), ("variant=taylor", {"variant": "taylor"}),
+        ("lower_final=1", {"lower_final": 1}),
+        ("variant=taylor, lower_final=1", {"variant": "taylor", "lower_final": 1}),
+        ("eps form (DPM-Solver-2M, not ++)", {"form": "eps"})]
+    for c in cases.values():
+        eu, he = c.baseline("euler", 100), c.baseline("heun", 10)
+        for label, kw in variants:
+            a, b = (c.run("dpm_solver_pp2m", "lambda", v, kw) for v in (20, 30))
+            emit(f"| {c.pname} | {label} | {_fmt(a)} | {_fmt(b)} | "
+                 f"{first_reach(c, 'dpm_solver_pp2m', 'lambda', kw, eu, hi)} | "
+                 f"{first_reach(c, 'dpm_solver_pp2m', 'lambda', kw, he, hi)} |")
+    emit("")
+    nfes = (10, 20, 30, 50, 100, 200)
+    emit("**Convergence** (table setting): cSW1 / RMS coupled error against NFE.")
+    emit("")
+    emit("| path | sampler | " + " | ".join(f"NFE {v}" for v in nfes) + " |")
+    emit("|---|---|" + "---|" * len(nfes))
+    for c in cases.values():
+        for label, fn in (
+                ("euler, t", lambda v, c=c: c.baseline("euler", v)),
+                ("heun, t", lambda v, c=c: c.baseline("heun", v // 2)),
+                ("dpm_solver_pp2m, lambda",
+                 lambda v, c=c: c.run("dpm_solver_pp2m", "lambda", v, {}))):
+            emit(f"| {c.pname} | {label} | " + " | ".join(
+                f"{s.w:.4f} / {s.rms:.4f}" for s in (fn(v) for v in nfes)) + " |")
+    emit("")
+
+
 def independent(quick: bool) -> None:
     """The same samplers scored the usual way: sliced W1 to an independent exact sample, with
     the exact-vs-exact null computed identically (2D, n = 200000, 64 directions)."""
@@ -607,7 +728,7 @@ def sde(quick: bool) -> None:
     emit("")
 
 
-SECTIONS = ("orders", "table", "peers", "sde")
+SECTIONS = ("orders", "table", "reach", "peers", "sde")
 
 
 def _marks(name: str) -> tuple[str, str]:
@@ -615,18 +736,22 @@ def _marks(name: str) -> tuple[str, str]:
 
 
 def write_sections(path: str, blocks: dict[str, list[str]]) -> None:
-    """Replace each produced section of ``path`` between its markers (kept in order; a new
-    file, or a section without markers, is written in ``SECTIONS`` order)."""
-    old: dict[str, str] = {}
+    """Replace each produced section of ``path`` between its markers, keeping the others and
+    everything above the first section (the hand-written summary); sections are written in
+    ``SECTIONS`` order. Markers count only as whole lines, so the summary may name them."""
     try:
         text = open(path).read()
     except FileNotFoundError:
         text = ""
+    old: dict[str, str] = {}
+    starts = []
     for name in SECTIONS:
-        a, b = _marks(name)
-        if a in text and b in text:
-            old[name] = text[text.index(a) + len(a):text.index(b)].strip("\n")
-    head = text[:text.index("<!-- fewstep.py")] if "<!-- fewstep.py" in text else (
+        a, b = (re.escape(m) for m in _marks(name))
+        hit = re.search(rf"^{a}$\n?(.*?)^{b}$", text, flags=re.M | re.S)
+        if hit:
+            old[name] = hit.group(1).strip("\n")
+            starts.append(hit.start())
+    head = text[:min(starts)] if starts else (
         "# Few-step samplers: measured (bench/generative/fewstep.py, CPU, float64, one "
         "thread)\n\n")
     parts = [head.rstrip("\n") + "\n"]
@@ -649,7 +774,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     blocks: dict[str, list[str]] = {}
-    for name, fn in (("orders", orders), ("table", table), ("peers", peers), ("sde", sde)):
+    for name, fn in (("orders", orders), ("table", table), ("reach", reach), ("peers", peers),
+                     ("sde", sde)):
         if a.what in (name, "all"):
             t, k = time.time(), len(OUT)
             fn(a.quick)
