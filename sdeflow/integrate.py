@@ -23,55 +23,29 @@ back as ``Solution.status``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from . import hints
-from .controllers import ErrorNorm, PIController, initial_step
 from .errors import MaxStepsError, NonFiniteError, SolverError, StepSizeError
-from .interpolation import DenseSolution, Interpolant
+from .interpolation import Interpolant
 from .lookback import Lookback
+from .recorder import Plan, Recorder
 from .solution import Solution
 from .solvers.base import Solver, StepResult, Terms
+from .steppers import (
+    BLOCK,
+    AdaptiveStepper,
+    FixedStepper,
+    adaptive_stepper,
+    landing_times,
+    scalar_like,
+    stage_times,
+)
 
 Tensor = torch.Tensor
-
-BLOCK = 256  # fixed steps between two finiteness checks
-LAND = 1.001  # an adaptive step within this factor of the next landing time stretches onto it
-SDE_DT0_FRACTION = 0.01  # default first adaptive SDE step: this fraction of the span
-
-
-@dataclass
-class Plan:
-    """What to save and how to stop (built by ``solve``).
-
-    Attributes:
-        t0, t1: the span (``t1 < t0`` runs backwards).
-        outputs: output times in the direction of integration (``outputs[0] == t0``).
-        save_every: save every accepted step (``save_all`` with ``t_span``).
-        dense: keep every step's interpolant for ``Solution.evaluate``.
-        on_failure: ``"raise"`` or ``"return"``.
-        max_steps: attempted steps allowed (adaptive).
-        step_ts, jump_ts: times the steps land on (jumps also restart the solver).
-        snap: relative distance within which an output time counts as a step's end.
-    """
-
-    t0: float
-    t1: float
-    outputs: list[float]
-    save_every: bool = False
-    dense: bool = False
-    on_failure: str = "raise"
-    max_steps: int = 100_000
-    step_ts: list[float] = field(default_factory=list)
-    jump_ts: list[float] = field(default_factory=list)
-    snap: float = 1e-10
-    dt0: float | None = None
-    has_ts: bool = False
 
 
 class StepHook:
@@ -86,228 +60,6 @@ class StepHook:
 
     def finish(self, sol: Solution) -> None:
         """Write the hook's results into the solution."""
-
-
-# ------------------------------------------------------------------------------- recording
-class Recorder:
-    """Saved outputs and dense steps of one solve."""
-
-    def __init__(self, x0: Tensor, plan: Plan) -> None:
-        self.plan = plan
-        self.direction = 1.0 if plan.t1 > plan.t0 else -1.0
-        self.tol = plan.snap * abs(plan.t1 - plan.t0)
-        self.saved_t: list[float] = [plan.t0] * (1 if plan.save_every else
-                                                 _count_equal(plan.outputs, plan.t0, self.tol))
-        self.saved: list[Tensor] = [x0] * len(self.saved_t)
-        self.oi = len(self.saved_t)
-        self.steps: list[Interpolant] = []
-        self.x0 = x0
-
-    def wants_interior(self, t_new: float) -> bool:
-        """Whether an output time lies strictly inside the step ending at ``t_new``."""
-        if self.plan.dense:
-            return True
-        outs = self.plan.outputs
-        return (not self.plan.save_every and self.oi < len(outs)
-                and self.direction * (outs[self.oi] - t_new) < -self.tol)
-
-    def accepted(self, t_new: float, x_new: Tensor,
-                 interp: Callable[[], Interpolant] | None) -> None:
-        st: Interpolant | None = None
-        if self.plan.dense:
-            st = interp()  # type: ignore[misc]
-            self.steps.append(st)
-        if self.plan.save_every:
-            self.saved_t.append(t_new)
-            self.saved.append(x_new)
-            return
-        outs, d, tol = self.plan.outputs, self.direction, self.tol
-        while self.oi < len(outs) and d * (outs[self.oi] - t_new) <= tol:
-            to = outs[self.oi]
-            if abs(to - t_new) <= tol:
-                y = x_new
-            else:
-                st = st or interp()  # type: ignore[misc]
-                y = st.at(to)
-            self.saved_t.append(to)
-            self.saved.append(y)
-            self.oi += 1
-
-    def truncate(self, t_reached: float) -> None:
-        """Drop outputs saved beyond ``t_reached``, and the dense steps from it on (a
-        replayed non-finite block, a stretch re-run for the hooks)."""
-        d = self.direction
-        while self.saved_t and d * (self.saved_t[-1] - t_reached) > self.tol:
-            self.saved_t.pop()
-            self.saved.pop()
-        while self.steps and d * (self.steps[-1].t - t_reached) >= 0:
-            self.steps.pop()
-        self.oi = sum(1 for t in self.plan.outputs if d * (t - t_reached) <= self.tol)
-
-    def solution(self, status: str, t_reached: float, x: Tensor, stats: dict[str, Any]
-                 ) -> Solution:
-        ts, ys = list(self.saved_t), list(self.saved)
-        if status != "success" and not self.plan.has_ts and (not ts or ts[-1] != t_reached):
-            ts.append(t_reached)
-            ys.append(x)
-        t_out = torch.tensor(ts, dtype=torch.float64).to(dtype=x.dtype, device=x.device)
-        interp = (DenseSolution(self.steps, self.plan.t0, t_reached, self.x0, self.direction)
-                  if self.plan.dense else None)
-        return Solution(ts=t_out, ys=torch.stack(ys), stats=stats, status=status,
-                        t_reached=t_reached, _interp=interp)
-
-
-def _count_equal(vals: Sequence[float], t: float, tol: float) -> int:
-    n = 0
-    while n < len(vals) and abs(vals[n] - t) <= tol:
-        n += 1
-    return n
-
-
-def _full(v: float, like: Tensor) -> Tensor:
-    """A 0-dim tensor on ``like``'s device and dtype, with no host-to-device copy."""
-    return torch.full((), v, dtype=like.dtype, device=like.device)
-
-
-def _side(t: float, toward: float, like: Tensor) -> Tensor:
-    """The time next to ``t`` (in ``like``'s dtype) on the side of ``toward``."""
-    return torch.nextafter(_full(t, like), _full(toward, like))
-
-
-def _stage_times(c_vec: Tensor, c: Sequence[float], t: float, h: float, like: Tensor,
-                 jump_end: float | None, after_jump: bool) -> tuple[Tensor, ...]:
-    """``t + c_j h``; at a jump ending the step the ``c = 1`` stages see its left limit, and
-    after a jump the ``c = 0`` stages its right limit."""
-    tt = (c_vec * h).add_(t).unbind(0)
-    if jump_end is not None and 1.0 in c:
-        left = _side(jump_end, t, like)
-        tt = tuple(left if cj == 1.0 else v for cj, v in zip(c, tt))
-    if after_jump and 0.0 in c:
-        right = _side(t, t + h, like)
-        tt = tuple(right if cj == 0.0 else v for cj, v in zip(c, tt))
-    return tt
-
-
-# -------------------------------------------------------------------------------- steppers
-class FixedStepper:
-    """Walks a precomputed grid; never syncs with the host except once per block of steps."""
-
-    adaptive = False
-
-    def __init__(self, grid: list[float], solver: Solver, like: Tensor, jumps: set[float],
-                 noise: Any) -> None:
-        self.grid, self.n = grid, len(grid) - 1
-        self.hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
-        g64 = torch.tensor(grid, dtype=torch.float64)
-        tg = g64.to(like.dtype).to(like.device)
-        cols = []
-        for c in solver.c:
-            if c == 0.0:
-                cols.append(tg[:-1])
-            elif c == 1.0:
-                cols.append(tg[1:])
-            else:
-                cols.append((g64[:-1] + c * (g64[1:] - g64[:-1])).to(like.dtype).to(like.device))
-        self.cols = cols
-        self.one = len(cols) == 1
-        self.c = tuple(solver.c)
-        self.jumps = jumps
-        self.like = like
-        self.noise = noise
-        self.block = BLOCK if noise is None else max(1, min(BLOCK, noise.block_steps))
-
-    def times(self, k: int, after_jump: bool) -> tuple[Tensor, ...]:
-        if self.one and not after_jump and not self.jumps:
-            return (self.cols[0][k],)
-        tt = tuple(col[k] for col in self.cols)
-        if self.jumps and (self.grid[k + 1] in self.jumps or after_jump):
-            c_vec = torch.tensor(self.c, dtype=torch.float64).to(self.like)
-            end = self.grid[k + 1] if self.grid[k + 1] in self.jumps else None
-            tt = _stage_times(c_vec, self.c, self.grid[k], self.hs[k], self.like, end,
-                              after_jump)
-        return tt
-
-
-class AdaptiveStepper:
-    """The PI controller's proposals, landing on the required times (docs/math.md §5.2)."""
-
-    adaptive = True
-
-    def __init__(self, ctrl: PIController, q: float, norm: ErrorNorm, t0: float, t1: float,
-                 landing: list[float], h0: float, dt_min: float, dt_max: float) -> None:
-        self.ctrl, self.q, self.norm = ctrl, q, norm
-        self.t0, self.t1 = t0, t1
-        self.direction = 1.0 if t1 > t0 else -1.0
-        self.landing, self.li = landing, 0
-        # the smallest step: the controller's dt_min, and at least round-off relative to the
-        # current time (1e-14 |t|; 1e-22 |span| near t = 0) -- relative to |t|, not the span,
-        # so that a long solve (Robertson to 1e11) can still resolve its start
-        self.span = abs(t1 - t0)
-        self.t_cur = t0
-        self._dt_min = dt_min
-        self.h_abs = min(max(h0, self.dt_min), dt_max)
-        self.dt_max = dt_max
-        self.errs = [1e-4, 1e-4]
-        self.after_reject = False
-        self.last_bad = False
-        self.u0: Tensor | None = None  # u(t0, x0), when the initial-step heuristic made it
-        # optional solver hook ``step_factor(ctrl, q, err, h, accepted, after_reject)``: the
-        # step-size factor in place of the controller's (None: the controller's); e.g. radau's
-        # predictive (Gustafsson) controller
-        self.factor_hook: Callable[..., float | None] | None = None
-
-    @property
-    def dt_min(self) -> float:
-        return max(self._dt_min, 1e-14 * max(abs(self.t_cur), 1e-8 * self.span))
-
-    def propose(self, t: float) -> tuple[float, float, bool]:
-        self.t_cur = t
-        target = self.landing[self.li]
-        rem = target - t
-        if abs(rem) <= self.h_abs * LAND:
-            return rem, target, True
-        h = self.direction * self.h_abs
-        return h, t + h, False
-
-    def judge(self, err: float, h: float, landed: bool) -> bool:
-        """Accept or reject a step with error norm ``err``; updates the next proposal."""
-        ctrl = self.ctrl
-        hook = self.factor_hook
-        own = (hook(ctrl, self.q, err, abs(h), err <= 1.0, self.after_reject)
-               if hook is not None else None)
-        if err <= 1.0:
-            fac = own if own is not None else ctrl.accept_factor(
-                err, self.errs[0], self.q, self.after_reject, self.errs[1])
-            self.errs = [max(err, 1e-4), self.errs[0]]
-            self.after_reject = False
-            # a step cut short to land on a time says little about the next one: keep the
-            # proposal it was cut from (shrunk if the short step's error asks for it)
-            self.h_abs = (max(abs(h) * fac, self.h_abs * min(fac, 1.0)) if landed
-                          else abs(h) * fac)
-            self.last_bad = False
-            if landed:
-                self.li += 1
-            return True
-        self.last_bad = not math.isfinite(err)
-        self.after_reject = True
-        self.h_abs = abs(h) * (own if own is not None else ctrl.reject_factor(err, self.q))
-        return False
-
-    def snapshot(self) -> tuple[Any, ...]:
-        """What :meth:`propose` and :meth:`judge` read and change (for a re-run step)."""
-        return self.h_abs, self.errs, self.after_reject, self.last_bad, self.li, self.t_cur
-
-    def restore(self, snap: tuple[Any, ...]) -> None:
-        self.h_abs, self.errs, self.after_reject, self.last_bad, self.li, self.t_cur = snap
-
-    def too_small(self) -> bool:
-        return self.h_abs < self.dt_min
-
-    def clip(self) -> None:
-        self.h_abs = min(self.h_abs, self.dt_max)
-
-    def done(self) -> bool:
-        return self.li >= len(self.landing)
 
 
 # ------------------------------------------------------------------------------------ loop
@@ -548,7 +300,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     state = solver.init(terms, t, x0, st.direction * st.h_abs)
     if state is None and solver.caps.fsal:
         # an FSAL solver's state is the slope u(t, x) at the step's start
-        state = st.u0 if st.u0 is not None else terms.u(_full(t, x0), x0)  # type: ignore[misc]
+        state = st.u0 if st.u0 is not None else terms.u(scalar_like(t, x0), x0)  # type: ignore[misc]
     after_jump = False
     accepted = rejected = 0
     # the hooks look back over stretches of accepted steps (ODEs with explicit solvers: a
@@ -584,7 +336,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
         snap = (st.snapshot(), accepted, rejected) if deferring else None
         h, t_new, landed = st.propose(t)
         at_jump = landed and t_new in jumps
-        tt = _stage_times(c_vec, c, t, h, x0, t_new if at_jump else None, after_jump)
+        tt = stage_times(c_vec, c, t, h, x0, t_new if at_jump else None, after_jump)
         nz = noise.take(t, h, t_new) if noise is not None else None
         res = solver.step(terms, tt, t, h, x, state, nz)
         with torch.no_grad():
@@ -660,41 +412,6 @@ def _fail(plan: Plan, rec: Recorder, stats: dict[str, Any], finish: Callable[...
 def _stiffness_hint(stats: dict[str, Any]) -> str:
     """A suggestion (e.g. an implicit solver) when the failure looks like stiffness."""
     return hints.hint(stats)
-
-
-def adaptive_stepper(solver: Solver, terms: Terms, x0: Tensor, plan: Plan, ctrl: PIController,
-                     rtol: float, atol: float, landing: list[float], sde: bool) -> AdaptiveStepper:
-    """An :class:`AdaptiveStepper` with ``q``, limits and the initial step of this solve."""
-    t0, t1 = plan.t0, plan.t1
-    q = solver.controller_order(terms.noise)
-    span = abs(t1 - t0)
-    dt_min = ctrl.dt_min if ctrl.dt_min is not None else 0.0
-    dt_max = ctrl.dt_max if ctrl.dt_max is not None else span
-    norm = ErrorNorm(x0, rtol, atol, ctrl.norm, sde=sde)
-    direction = 1.0 if t1 > t0 else -1.0
-    u0 = None
-    if plan.dt0 is not None:
-        h0 = plan.dt0
-    elif sde:
-        h0 = SDE_DT0_FRACTION * span
-    else:
-        u = terms.u
-        u0 = u(_full(t0, x0), x0)  # type: ignore[misc]
-        with torch.no_grad():
-            h0 = initial_step(u, t0, x0.detach(), u0.detach(), direction, q, rtol, atol,  # type: ignore[arg-type]
-                              norm.of)
-    st = AdaptiveStepper(ctrl, q, norm, t0, t1, landing, h0, dt_min, dt_max)
-    st.u0 = u0
-    hook = getattr(solver, "step_factor", None)
-    st.factor_hook = hook if callable(hook) else None
-    return st
-
-
-def landing_times(t0: float, t1: float, extra: Sequence[float]) -> list[float]:
-    """Times the steps must land on, strictly after ``t0`` up to ``t1``, in order."""
-    d = 1.0 if t1 > t0 else -1.0
-    inside = {t for t in extra if d * (t - t0) > 0 and d * (t1 - t) > 0}
-    return sorted(inside, key=lambda t: d * t) + [t1]
 
 
 __all__ = ["integrate", "Plan", "StepHook", "FixedStepper", "AdaptiveStepper", "Recorder",
