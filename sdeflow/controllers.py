@@ -338,26 +338,38 @@ class ErrorNorm:
         """``atol + rtol |x|`` (``x``'s shape)."""
         return torch.addcmul(self.atol_t, x.abs(), self.rtol_t)
 
+    def rescale(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """The scale ``s_new`` that :meth:`measure` makes of a state ``x`` (the same
+        operations, so bitwise the same values; into ``out`` if given)."""
+        return self._scale_new(x, out)[0]
+
+    def _scale_new(self, x: Tensor, out: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``(atol + rtol |x|, max |x|)`` (the max: None for an empty ``x``)."""
+        if out is not None:
+            s = torch.abs(x, out=out)
+            fin = s.amax() if s.numel() else None
+            if self.rtol != 1.0:
+                s.mul_(self.rtol)
+            if self.atol != 0.0:
+                s.add_(self.atol)
+            return s, fin
+        ax = x.abs()
+        fin = ax.amax() if ax.numel() else None
+        return (torch.addcmul(self.atol_t, ax, self.rtol_t) if self.rtol else ax), fin
+
     def measure(self, e: Tensor, s_old: Tensor, x_new: Tensor,
                 bufs: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``(v, s_new)``; overwrites ``e``. Runs under ``torch.no_grad``. ``bufs`` (two
-        tensors of ``x``'s shape) receive ``s_new`` and ``tol``, so nothing is allocated."""
+        tensors of ``x``'s shape) receive ``s_new`` and ``tol``, so nothing is allocated.
+        ``v`` is NaN when ``x_new`` holds a NaN/inf (through ``max |x_new|``, which does not
+        overflow)."""
+        s_new, fin = self._scale_new(x_new, bufs[0] if bufs is not None else None)
         if bufs is not None:
-            s_new = torch.abs(x_new, out=bufs[0])
-            fin = s_new.amax() if s_new.numel() else None
-            if self.rtol != 1.0:
-                s_new.mul_(self.rtol)
-            if self.atol != 0.0:
-                s_new.add_(self.atol)
             v = self._reduce(e.div_(torch.maximum(s_old, s_new, out=bufs[1])), inplace=True)
             return (v if fin is None else torch.add(v, fin, alpha=0.0)), s_new
-        ax = x_new.abs()
-        s_new = torch.addcmul(self.atol_t, ax, self.rtol_t) if self.rtol else ax
         v = self._reduce(e.div_(torch.maximum(s_old, s_new) if self.rtol else self.atol_t),
                          inplace=True)
-        # NaN when x_new holds a NaN/inf (a max of |.| does not overflow)
-        fin = ax.amax() if ax.numel() else v
-        return torch.add(v, fin, alpha=0.0), s_new
+        return torch.add(v, v if fin is None else fin, alpha=0.0), s_new
 
     def value(self, v: float) -> float:
         if self.mode in ("max", "custom"):

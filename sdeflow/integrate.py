@@ -292,7 +292,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     norm = st.norm
     with torch.no_grad():
         ax = norm.scale(x0.detach())
-    # scale buffers used in turn (two) and one for the tolerance: the norm allocates nothing
+    # two scale buffers used in turn and one for the tolerance: the norm allocates nothing
     blas = x0.dtype in (torch.float32, torch.float64) and x0.numel() > 0
     sbufs = [torch.empty_like(x0), torch.empty_like(x0)] if blas else None
     tolbuf = torch.empty_like(x0) if blas else None
@@ -304,14 +304,9 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
     after_jump = False
     accepted = rejected = 0
     # the hooks look back over stretches of accepted steps (ODEs with explicit solvers: a
-    # step re-run from its start, with the stepper's state put back, is the same step); the
-    # stretch keeps its steps' scales, so they take turns in size + 2 buffers, not two
+    # step re-run from its start, with the stepper's state put back, is the same step)
     look = (Lookback.make(hooks, x0, BLOCK) if noise is None and not solver.caps.implicit
             and st.factor_hook is None else None)
-    if look is not None and blas:
-        sbufs = list(torch.empty((look.size + 2, *x0.shape), dtype=x0.dtype,
-                                 device=x0.device).unbind(0))
-    nbuf = len(sbufs) if sbufs is not None else 1
 
     def rewind(first: int | None) -> bool:
         """Back to the start of the stretch's step ``first`` (re-run with the hooks)."""
@@ -320,6 +315,9 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
             look.start(0)  # type: ignore[union-attr]
             return False
         t, x, ax, state, after_jump, snap = look.rewind(first)  # type: ignore[union-attr]
+        if ax is None:  # the scale of a state the loop did not change: made again, bitwise
+            with torch.no_grad():
+                ax = norm.rescale(x.detach(), None if sbufs is None else sbufs[cur ^ 1])
         stepper_state, accepted, rejected = snap
         st.restore(stepper_state)
         rec.truncate(t)
@@ -349,7 +347,10 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
             x_new = res.x
             interp = make_interp(t, h, x, res)
             if deferring:
-                look.entries.append((t, x, ax, state, after_jump, snap))  # type: ignore[union-attr]
+                # a stretch's first step keeps a copy of its scale (its state may come from a
+                # step the hooks changed); the others' scales are made again on a rewind
+                entries = look.entries  # type: ignore[union-attr]
+                entries.append((t, x, None if entries else ax.clone(), state, after_jump, snap))
                 look.ts.append(t_new)  # type: ignore[union-attr]
                 look.xs.append(x_new)  # type: ignore[union-attr]
             else:
@@ -361,7 +362,7 @@ def _adaptive(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: Adaptive
                     look.hold -= 1
             rec.accepted(t_new, x_new, interp)
             t, x, ax, state = t_new, x_new, ax_new, res.state
-            cur = cur + 1 if cur + 1 < nbuf else 0
+            cur ^= 1
             after_jump = at_jump
             if at_jump:
                 state = solver.init(terms, t, x, h)
