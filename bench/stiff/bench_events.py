@@ -1,6 +1,7 @@
 """Events when nothing triggers: the wall-time overhead of ``event=`` (issue 12: at most 10%).
 
     PYTHONPATH=. python bench/stiff/bench_events.py [--quick] [--reps 9] [--out FILE]
+        [--instructions]
 
 Three cases, each solved with and without an event that never fires; the two runs alternate
 (interleaved repeats, one process) and the table gives the median wall time of each,
@@ -193,15 +194,76 @@ def table(res: dict[str, dict[str, float]], reps: int) -> str:
     return "\n".join(lines)
 
 
+def _child(case: str, mode: str, n: int) -> None:
+    """``n`` solves of ``case`` (after one warm-up of each kind) for :func:`instructions`:
+    ``plain`` (no event), ``event`` (look-back) or ``every`` (the monitor on every step)."""
+    from sdeflow import events  # noqa: PLC0415
+
+    run, ev = cases()[case]
+    defer = events.Monitor.defer
+    if mode == "every":
+        events.Monitor.defer = lambda self: False  # type: ignore[method-assign]
+    try:
+        run()
+        run(event=ev)
+        for _ in range(n):
+            if mode == "plain":
+                run()
+            else:
+                run(event=ev)
+    finally:
+        events.Monitor.defer = defer  # type: ignore[method-assign]
+
+
+def instructions(only: list[str] | None) -> str:
+    """Instructions per solve under valgrind's cachegrind (a count that does not depend on
+    the machine's load: runs of 1 and 3 solves, differenced, so the start-up cancels)."""
+    import re  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    if shutil.which("valgrind") is None:
+        return "valgrind not installed: no instruction counts"
+    lines = ["| case | no event, instructions per solve | event: look-back | event: monitor "
+             "on every step |", "|---|---|---|---|"]
+    for case in cases():
+        if only and case not in only:
+            continue
+        per = {}
+        for mode in ("plain", "event", "every"):
+            counts = []
+            for n in (1, 3):
+                out = subprocess.run(
+                    ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                     "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--child",
+                     case, mode, str(n)], capture_output=True, text=True, check=True).stderr
+                counts.append(int(re.search(r"I\s+refs:\s+([\d,]+)", out)[1]
+                                  .replace(",", "")))
+            per[mode] = (counts[1] - counts[0]) / 2
+        p = per["plain"]
+        lines.append(f"| {case} | {p / 1e6:.1f} M | {per['event'] / 1e6:.1f} M "
+                     f"({100 * (per['event'] / p - 1):+.1f}%) | {per['every'] / 1e6:.1f} M "
+                     f"({100 * (per['every'] / p - 1):+.1f}%) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count instructions per solve under valgrind (minutes per case)")
+    ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.child:
+        _child(a.child[0], a.child[1], int(a.child[2]))
+        return
     reps = a.reps or (3 if a.quick else 9)
     text = table(measure(reps, a.only), reps)
+    if a.instructions:
+        text += "\n\nInstructions per solve (valgrind cachegrind):\n\n" + instructions(a.only)
     print(text)
     if a.out:
         with open(a.out, "w") as fh:
