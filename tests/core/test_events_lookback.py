@@ -187,3 +187,29 @@ def test_quiet_steps_cost_a_fraction_of_an_operation(kind: str) -> None:
     assert per_step < 0.5, per_step
     assert lookback.Lookback.make([events.Monitor([never], x0, 0.0, None, None)], x0,
                                   256) is not None
+
+
+@pytest.mark.parametrize("kw", [dict(rtol=1e-9), dict(solver="rk4", steps=300)])
+def test_gradients_through_a_solve_with_events(monkeypatch: pytest.MonkeyPatch,
+                                               kw: dict) -> None:
+    """Backpropagation through a solve whose paths stop at different times: the re-run
+    steps keep the graph, so d x_final / d (x0, k) equal the every-step ones (and the
+    closed form: a path frozen at its crossing has x_final = level, gradient 0)."""
+    k = torch.tensor(0.7, dtype=D64, requires_grad=True)
+    ode = sf.ODE(lambda t, x: -k * x)
+    x0 = torch.linspace(1.0, 3.0, 20, dtype=D64).reshape(20, 1).requires_grad_(True)
+    ev = sf.Event(lambda t, x: x[..., 0] - 1.2, direction=-1)
+    grads = []
+    for defer in (True, False):
+        with monkeypatch.context() as m:
+            if not defer:
+                m.setattr(events.Monitor, "defer", lambda self: False)
+            sol = sf.solve(ode, x0, (0.0, 1.0), event=ev, **kw)
+        grads.append(torch.autograd.grad(sol.x_final.sum(), (x0, k)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    live = (x0.detach()[:, 0] * math.exp(-0.7) > 1.2)
+    assert 0 < int(live.sum()) < 20
+    torch.testing.assert_close(grads[0][0][live, 0],
+                               torch.full((int(live.sum()),), math.exp(-0.7), dtype=D64),
+                               rtol=1e-6, atol=0)
