@@ -33,11 +33,12 @@ def _sub_grid(grid: list[float], points: tuple[float, ...]) -> list[float]:
 
 
 class GridNoise:
-    """Increments for the steps of a fixed grid (``block(i, j)``: steps ``i .. j-1``)."""
+    """Increments for the steps of a fixed grid (``block(i, j)``: steps ``i .. j-1``), drawn in
+    blocks of at most ``block_elems`` elements (default :data:`NOISE_BLOCK_ELEMS`)."""
 
     def __init__(self, grid: list[float], shape: tuple[int, ...], space_time: bool,
                  points: tuple[float, ...], like: Tensor, seed: int | None,
-                 brownian: Any = None) -> None:
+                 brownian: Any = None, block_elems: int | None = None) -> None:
         self.shape, self.space_time = shape, space_time
         self.dtype, self.device = like.dtype, like.device
         self.per = len(points) - 1
@@ -55,7 +56,8 @@ class GridNoise:
             from .brownian import SeededNoise  # noqa: PLC0415
 
             self.src = SeededNoise(shape, seed, self.dtype, self.device)
-        self.block_steps = max(1, NOISE_BLOCK_ELEMS // max(1, math.prod(shape) * self.per))
+        elems = NOISE_BLOCK_ELEMS if block_elems is None else block_elems
+        self.block_steps = max(1, elems // max(1, math.prod(shape) * self.per))
 
     def block(self, i: int, j: int) -> list[Any]:
         """Noise of steps ``i .. j-1`` (sequential calls)."""

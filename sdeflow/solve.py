@@ -114,8 +114,12 @@ def solve(
 def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any, dt: Any,
         rtol: Any, atol: Any, controller: Any, seed: Any, brownian: Any, save_all: Any,
         dense: Any, step_ts: Any, jump_ts: Any, max_steps: Any, dt0: Any, on_failure: Any,
-        hooks: Sequence[StepHook] = ()) -> Solution:
-    """:func:`solve` after its extensions: check everything, build the pieces, integrate."""
+        hooks: Sequence[StepHook] = (), noise_block: int | None = None) -> Solution:
+    """:func:`solve` after its extensions: check everything, build the pieces, integrate.
+
+    ``noise_block``: the most Brownian increments (elements) a fixed grid draws at once
+    (default :data:`sdeflow.noise.NOISE_BLOCK_ELEMS`; the adjoints' forward solves ask for
+    less, to bound memory; the increments do not depend on it)."""
     problem = ck.problem(problem, t_span)
     is_sde = isinstance(problem, SDE)
     ck.state(x0, is_sde)
@@ -174,7 +178,7 @@ def run(problem: Any, x0: Tensor, t_span: Any, ts: Any, solver: Any, steps: Any,
     if is_sde:
         bshape = problem.brownian_shape(x0.shape, m)
         noise = GridNoise(grid, bshape, slv.caps.space_time, slv.noise_points, x0, seed,
-                          brownian)
+                          brownian, block_elems=noise_block)
     stepper = FixedStepper(grid, slv, x0, set(plan.jump_ts), noise)
     return integrate(terms, slv, x0, plan, stepper, noise, counts, hooks)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,23 +267,10 @@ def no_params_warning(mode: str) -> None:
 
 
 # ------------------------------------------------------------------------------- noise
-ADJOINT_NOISE_BLOCK_ELEMS = 2**16  # increments the loop draws at once in an adjoint's forward
-
-
-@contextmanager
-def small_noise_blocks() -> Iterator[None]:
-    """The forward solve of a memory-bounded strategy draws its increments in blocks of at most
-    :data:`ADJOINT_NOISE_BLOCK_ELEMS` elements (the loop's default, 2^22, is sized for speed).
-    The increments do not depend on the blocking (counter-based seeds, pure-function trees,
-    stored paths), only the peak memory does."""
-    from .. import noise as _noise  # noqa: PLC0415
-
-    old = _noise.NOISE_BLOCK_ELEMS
-    _noise.NOISE_BLOCK_ELEMS = min(old, ADJOINT_NOISE_BLOCK_ELEMS)
-    try:
-        yield
-    finally:
-        _noise.NOISE_BLOCK_ELEMS = old
+#: increments the loop draws at once in an adjoint's forward solve (``solve.run``'s
+#: ``noise_block``; the loop's default, 2^22, is sized for speed; the increments do not depend on
+#: the blocking -- counter-based seeds, pure-function trees, stored paths -- only the peak does)
+ADJOINT_NOISE_BLOCK_ELEMS = 2**16
 
 
 class NoiseReplay:

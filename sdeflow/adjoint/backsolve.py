@@ -32,6 +32,7 @@ from ..solution import Solution
 from ..solvers.base import Solver, noise_term
 from ..solvers.registry import resolve
 from ._common import (
+    ADJOINT_NOISE_BLOCK_ELEMS,
     EngineFunction,
     NoiseReplay,
     Recording,
@@ -39,7 +40,6 @@ from ._common import (
     StepLog,
     loop_solver,
     no_params_warning,
-    small_noise_blocks,
 )
 from ._solve_mod import SOLVE as _solve
 
@@ -144,8 +144,8 @@ class _SDEEngine:
         def on_step(k: int, t: float, t_new: float) -> None:
             times.append(t_new)
 
-        with small_noise_blocks():
-            self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)])
+        self.sol = _solve.run(**args, hooks=[StepLog(rec, on_step)],
+                              noise_block=ADJOINT_NOISE_BLOCK_ELEMS)
         rec.forget()
         self.times = times
         self.m = rec.terms.m if rec.terms is not None else None

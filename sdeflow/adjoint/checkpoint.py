@@ -34,6 +34,7 @@ from .. import _checks as ck
 from ..solution import Solution
 from . import revolve
 from ._common import (
+    ADJOINT_NOISE_BLOCK_ELEMS,
     EngineFunction,
     NoiseReplay,
     Recording,
@@ -42,7 +43,6 @@ from ._common import (
     detach_state,
     loop_solver,
     output_map,
-    small_noise_blocks,
     snap_of,
     tensors_of,
 )
@@ -126,8 +126,8 @@ class _Engine:
             hooks: list[Any] = []
         else:
             hooks = [StepLog(self.rec, self.on_step)]
-        with small_noise_blocks():
-            sol = _solve.run(**args, hooks=hooks)
+        sol = _solve.run(**args, hooks=hooks,
+                         noise_block=ADJOINT_NOISE_BLOCK_ELEMS)
         self.rec.on_fixed = None
         self.rec.forget()
         self.sol = sol

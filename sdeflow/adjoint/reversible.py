@@ -18,12 +18,12 @@ import torch
 from ..solution import Solution
 from ..solvers.reversible import RevState, rev_init, rev_inverse_aux, rev_inverse_y, rev_step
 from ._common import (
+    ADJOINT_NOISE_BLOCK_ELEMS,
     EngineFunction,
     NoiseReplay,
     Recording,
     Setup,
     StepLog,
-    small_noise_blocks,
 )
 from ._solve_mod import SOLVE as _solve
 
@@ -50,8 +50,8 @@ class _Engine:
         if not s.is_sde and args["ts"] is not None and args["step_ts"] is None:
             args["step_ts"] = args["ts"]  # outputs on steps: the inversion passes them exactly
         self.times = [s.t0]
-        with small_noise_blocks():
-            self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)])
+        self.sol = _solve.run(**args, hooks=[StepLog(self.rec, self.on_step)],
+                              noise_block=ADJOINT_NOISE_BLOCK_ELEMS)
         self.final = (self.sol.ys[-1], self.rec.last_res.state)  # type: ignore[union-attr]
         self.rec.forget()
         return self.sol
