@@ -245,8 +245,9 @@ class Monitor:
         unless a bridge correction needs every step's start and diffusion."""
         return self.fast
 
-    def scan(self, ts: list[float], xs: list[Tensor]) -> int | None:
-        """Check ``K`` accepted steps at once, ending at ``ts`` with states ``xs`` (nothing
+    def scan(self, ts: list[float] | Tensor, xs: list[Tensor]) -> int | None:
+        """Check ``K`` accepted steps at once, ending at ``ts`` (floats, or a tensor on the
+        state's device) with states ``xs`` (nothing
         checked since the last step the monitor saw): ``fn`` once on all ``K`` states (through
         ``torch.func.vmap``, so each call still sees one state and a 0-dim time; a plain
         loop over the states where ``fn`` cannot be vmapped) and one comparison of the
@@ -258,8 +259,9 @@ class Monitor:
         values are then those at ``ts[-1]``)."""
         with torch.no_grad():
             big_x = torch.stack(xs)
-            big_t = torch.tensor(ts, dtype=torch.float64).to(dtype=self.dtype,
-                                                              device=self.device)
+            big_t = (ts.to(dtype=self.dtype, device=self.device) if isinstance(ts, Tensor)
+                     else torch.tensor(ts, dtype=torch.float64).to(dtype=self.dtype,
+                                                                   device=self.device))
             gs = [self._values_at(e, big_t, big_x, ts, xs) for e in self.events]
         k = len(xs)
         big_g = self._stacked(gs, 1)  # (K, [events,] *paths)
@@ -274,7 +276,7 @@ class Monitor:
             self.g_old = [g[first - 1] for g in gs]
         return first
 
-    def _values_at(self, ev: Event, big_t: Tensor, big_x: Tensor, ts: list[float],
+    def _values_at(self, ev: Event, big_t: Tensor, big_x: Tensor, ts: list[float] | Tensor,
                    xs: list[Tensor]) -> Tensor:
         """``fn`` at the ``K`` step ends, shape ``(K, *paths)``: vmapped over the steps when
         ``fn`` allows it, else one call per state (which also names a wrong shape)."""

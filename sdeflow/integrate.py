@@ -216,7 +216,7 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
             k += len(xs)
             # a stretch that went non-finite is re-run step by step (then the check below)
             bad = k == j and not bool(torch.isfinite(x).all())
-            first = 0 if bad else look.scan(grid[look.k0 + 1:k + 1])
+            first = 0 if bad else look.scan(st.tg[look.k0 + 1:k + 1])
             if first is None:
                 continue
             k = look.k0 + first

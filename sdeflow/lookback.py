@@ -58,7 +58,7 @@ class Lookback:
         self.xs.clear()
         self.ts.clear()
 
-    def scan(self, ts: list[float] | None = None) -> int | None:
+    def scan(self, ts: list[float] | Tensor | None = None) -> int | None:
         """The hook's verdict on the stretch (``ts``: its step ends, if not kept here).
 
         The stretches adapt to how often the hook finds something: a clean stretch doubles

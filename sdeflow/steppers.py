@@ -55,6 +55,7 @@ class FixedStepper:
         self.hs = [b - a for a, b in zip(grid[:-1], grid[1:])]
         g64 = torch.tensor(grid, dtype=torch.float64)
         tg = g64.to(like.dtype).to(like.device)
+        self.tg = tg  # the grid as a tensor (its slices: step end times for the hooks)
         cols = []
         for c in solver.c:
             if c == 0.0:
