@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/stiff/bench_events.py [--quick] [--reps 9] [--out FILE]
         [--instructions]
 
-Three cases, each solved with and without an event that never fires; the two runs alternate
+Six cases, each solved with and without an event that never fires; the two runs alternate
 (interleaved repeats, one process) and the table gives the median wall time of each,
 and the process's CPU time (median and min):
 
@@ -11,9 +11,13 @@ and the process's CPU time (median and min):
    t in [0, 10] (838 steps): the per-step tensor work dominates;
 2. ``small``: one oscillator (state (1, 2)), dopri5, rtol 1e-12 / atol 1e-14, t in [0, 14]
    (about 1,000 steps): Python overhead dominates;
-3. ``sde``: first passage of 1,000 Brownian paths (state (1000, 1)) to a level they never
-   reach, euler_maruyama, 2,000 fixed steps, seed 0 (an SDE's fixed-step hot path);
-4. ``sde_bridge``: case 3 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
+3. ``fixed``: case 1 with rk4 on 1,000 fixed steps;
+4. ``sde``: first passage of 1,000 Brownian paths (state (1000, 1)) to a level they never
+   reach, euler_maruyama, 2,000 fixed steps, seed 0 (an SDE's fixed-step hot path, and the
+   cheapest step there is: drift zeros, diffusion ones);
+5. ``sde_ou``: 1,000 Ornstein-Uhlenbeck paths (state (1000, 4)), milstein, 2,000 fixed steps,
+   the same level;
+6. ``sde_bridge``: case 4 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
    and step: a real cost, reported for information).
 
 Besides the times: the paired overhead (median over repeats of event / no event of two adjacent
@@ -71,8 +75,18 @@ def cases() -> dict[str, tuple[Callable[..., sf.Solution], sf.Event]]:
     def sde(**kw: Any) -> sf.Solution:
         return sf.solve(bm, xw, (0.0, 1.0), solver="euler_maruyama", steps=2000, seed=0, **kw)
 
-    return {"batch": (batch, never), "small": (one, never), "sde": (sde, level),
-            "sde_bridge": (sde, bridge)}
+    ou = sf.SDE(lambda t, x: -2.0 * (x - 0.5), lambda t, x: 0.3 * torch.ones_like(x),
+                noise="diagonal")
+    xo = torch.zeros(1000, 4, dtype=D64)
+
+    def sde_ou(**kw: Any) -> sf.Solution:
+        return sf.solve(ou, xo, (0.0, 1.0), solver="milstein", steps=2000, seed=0, **kw)
+
+    def fixed(**kw: Any) -> sf.Solution:
+        return sf.solve(big, xb, (0.0, 10.0), solver="rk4", steps=1000, **kw)
+
+    return {"batch": (batch, never), "small": (one, never), "fixed": (fixed, never),
+            "sde": (sde, level), "sde_ou": (sde_ou, level), "sde_bridge": (sde, bridge)}
 
 
 class _OpCount(TorchDispatchMode):
