@@ -4,8 +4,9 @@
         [--instructions]
 
 Six cases, each solved with and without an event that never fires; the two runs alternate
-(interleaved repeats, one process) and the table gives the median wall time of each,
-and the process's CPU time (median and min):
+(interleaved repeats, one process, with a third run that calls the monitor on every step, as
+before the look-back) and the table gives the median wall time of each, and the process's CPU
+time (median and min):
 
 1. ``batch``: 1,000 harmonic oscillators (state (1000, 2)), dopri5, rtol 1e-8 / atol 1e-10,
    t in [0, 10] (838 steps): the per-step tensor work dominates;
@@ -145,6 +146,20 @@ def hook_time(run: Callable[..., sf.Solution], ev: sf.Event, reps: int) -> float
     return best
 
 
+def _every(run: Callable[..., sf.Solution], ev: sf.Event) -> Callable[[], sf.Solution]:
+    """The solve with the monitor called on every step (no look-back)."""
+    from sdeflow import events  # noqa: PLC0415
+
+    def go() -> sf.Solution:
+        defer = events.Monitor.defer
+        events.Monitor.defer = lambda self: False  # type: ignore[method-assign]
+        try:
+            return run(event=ev)
+        finally:
+            events.Monitor.defer = defer  # type: ignore[method-assign]
+    return go
+
+
 def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, float]]:
     out = {}
     for name, (run, ev) in cases().items():
@@ -152,20 +167,24 @@ def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, flo
             continue
         run()
         run(event=ev)  # warm-up
-        wall: dict[str, list[float]] = {"plain": [], "event": []}
-        cpu: dict[str, list[float]] = {"plain": [], "event": []}
+        every = _every(run, ev)
+        every()
+        labels = ("plain", "event", "every")
+        wall: dict[str, list[float]] = {k: [] for k in labels}
+        cpu: dict[str, list[float]] = {k: [] for k in labels}
         steps = {}
-        for r in range(reps):  # interleaved, alternating which goes first
-            for label in (("plain", "event") if r % 2 == 0 else ("event", "plain")):
+        for r in range(reps):  # interleaved, alternating the order
+            for label in (labels if r % 2 == 0 else labels[::-1]):
                 w0, c0 = time.perf_counter(), time.process_time()
-                sol = run(event=ev) if label == "event" else run()
+                sol = (run(event=ev) if label == "event" else every() if label == "every"
+                       else run())
                 wall[label].append(time.perf_counter() - w0)
                 cpu[label].append(time.process_time() - c0)
                 steps[label] = sol.stats["accepted"]
-                if label == "event" and not bool(torch.isnan(sol.event_t).all()):
+                if label != "plain" and not bool(torch.isnan(sol.event_t).all()):
                     raise RuntimeError(f"{name}: the event fired; the benchmark needs one "
                                        f"that never does")
-        if steps["plain"] != steps["event"]:
+        if len(set(steps.values())) != 1:
             raise RuntimeError(f"{name}: the event changed the steps {steps}")
         ops = ops_per_step(run, ev)
         hook = hook_time(run, ev, reps)
@@ -176,7 +195,10 @@ def measure(reps: int, only: list[str] | None = None) -> dict[str, dict[str, flo
                "pair_overhead": statistics.median(e / p for e, p in zip(wall["event"],
                                                                         wall["plain"])) - 1,
                "pair_cpu_overhead": statistics.median(
-                   e / p for e, p in zip(cpu["event"], cpu["plain"])) - 1}
+                   e / p for e, p in zip(cpu["event"], cpu["plain"])) - 1,
+               # the monitor on every step (as before the look-back), in the same run
+               "pair_every": statistics.median(e / p for e, p in zip(wall["every"],
+                                                                     wall["plain"])) - 1}
         for kind, d, stat in (("wall", wall, statistics.median),
                               ("cpu", cpu, statistics.median), ("cpumin", cpu, min)):
             p, e = stat(d["plain"]), stat(d["event"])
@@ -194,8 +216,8 @@ def table(res: dict[str, dict[str, float]], reps: int) -> str:
              f"(CPU time of the process); times: medians (CPU min).", "",
              "| case | steps | no event s | event s | overhead (paired) | overhead of medians "
              "| overhead of minima | per step (CPU min) | monitor per step (min) "
-             "| ATen ops per step |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| ATen ops per step | monitor on every step: overhead (paired) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         lines.append(
             f"| {name} | {r['steps']} | {r['wall_plain']:.4f} ({r['cpumin_plain']:.4f}) | "
@@ -204,7 +226,7 @@ def table(res: dict[str, dict[str, float]], reps: int) -> str:
             f"{100 * r['wall_overhead']:+.1f}% ({100 * r['cpu_overhead']:+.1f}%) | "
             f"{100 * r['min_overhead']:+.1f}% | "
             f"{r['cpumin_per_step_us']:+.1f} us | {r['hook_us']:.1f} us | {r['ops_plain']:.1f} + "
-            f"{r['ops_event'] - r['ops_plain']:.1f} |")
+            f"{r['ops_event'] - r['ops_plain']:.1f} | {100 * r['pair_every']:+.1f}% |")
     return "\n".join(lines)
 
 
