@@ -134,7 +134,10 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
     on_grid = set(grid)
     need_rec = plan.dense or (not plan.save_every and any(o not in on_grid for o in plan.outputs))
     need_interp = need_rec or bool(hooks)
-    terms.dense = need_interp
+    look = Lookback.make(hooks, x0, st.block)
+    # the solver keeps its dense data only where something interpolates: the recorder, or
+    # the hooks (with look-back only on the steps the hooks see, i.e. in hooked)
+    terms.dense = need_rec if look is not None else need_interp
     # which steps end on something to save (no interpolation needed: a lookup per step)
     if need_rec or plan.save_every:
         save = [True] * (n + 1)
@@ -143,7 +146,6 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
         save = [g in outs for g in grid]
     step = solver.step
     plain = not st.jumps and not hooks
-    look = Lookback.make(hooks, x0, st.block)
     i = 0
 
     def hooked(k: int, x: Tensor, state: Any, after_jump: bool, tt: tuple[Tensor, ...],
@@ -151,7 +153,9 @@ def _fixed(terms: Terms, solver: Solver, x0: Tensor, plan: Plan, st: FixedSteppe
         """One step with the hooks called (events): ``(x, state, after_jump, stop)``."""
         nonlocal step
         t, t_new = grid[k], grid[k + 1]
+        terms.dense = True
         res = step(terms, tt, t, hs[k], x, state, nz)
+        terms.dense = need_interp if look is None else need_rec
         x_new = res.x
         interp = make_interp(t, hs[k], x, res)
         for hk in hooks:
