@@ -1,7 +1,7 @@
 """Events when nothing triggers: the wall-time overhead of ``event=`` (issue 12: at most 10%).
 
     PYTHONPATH=. python bench/stiff/bench_events.py [--quick] [--reps 9] [--out FILE]
-        [--instructions]
+        [--processes 4] [--instructions]
 
 Six cases, each solved with and without an event that never fires; the two runs alternate
 (interleaved repeats, one process, with a third run that calls the monitor on every step, as
@@ -251,6 +251,50 @@ def _child(case: str, mode: str, n: int) -> None:
         events.Monitor.defer = defer  # type: ignore[method-assign]
 
 
+def _child_time(case: str, mode: str, n: int) -> None:
+    """Print the least CPU time of ``n`` solves (after two warm-ups) in this process."""
+    from sdeflow import events  # noqa: PLC0415
+
+    run, ev = cases()[case]
+    if mode == "every":
+        events.Monitor.defer = lambda self: False  # type: ignore[method-assign]
+
+    def go() -> sf.Solution:
+        return run() if mode == "plain" else run(event=ev)
+
+    go()
+    go()
+    best = math.inf
+    for _ in range(n):
+        c0 = time.process_time()
+        go()
+        best = min(best, time.process_time() - c0)
+    print(f"{best:.6f}")
+
+
+def processes(only: list[str] | None, pairs: int, n: int = 12) -> str:
+    """Fresh processes in turn (no event, look-back, every step), ``pairs`` of each per case:
+    the mean over processes of each one's least CPU time of ``n`` solves. Within one process
+    the solves' memory history differs between the kinds of run; fresh processes avoid it."""
+    import subprocess  # noqa: PLC0415
+
+    lines = ["| case | no event: mean of per-process minima | look-back | every step |",
+             "|---|---|---|---|"]
+    for case in cases():
+        if only and case not in only:
+            continue
+        best: dict[str, list[float]] = {"plain": [], "event": [], "every": []}
+        for _ in range(pairs):
+            for mode in best:
+                out = subprocess.run([sys.executable, __file__, "--child-time", case, mode,
+                                      str(n)], capture_output=True, text=True, check=True)
+                best[mode].append(float(out.stdout.split()[-1]))
+        p, e, v = (statistics.mean(best[m]) for m in ("plain", "event", "every"))
+        lines.append(f"| {case} | {1e3 * p:.1f} ms | {1e3 * e:.1f} ms ({100 * (e / p - 1):+.1f}%) "
+                     f"| {1e3 * v:.1f} ms ({100 * (v / p - 1):+.1f}%) |")
+    return "\n".join(lines)
+
+
 def instructions(only: list[str] | None) -> str:
     """Instructions per solve under valgrind's cachegrind (a count that does not depend on
     the machine's load: runs of 1 and 3 solves, differenced, so the start-up cancels)."""
@@ -291,13 +335,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--instructions", action="store_true",
                     help="also count instructions per solve under valgrind (minutes per case)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="also compare in fresh processes, this many of each kind per case")
     ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-time", nargs=3, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         _child(a.child[0], a.child[1], int(a.child[2]))
         return
+    if a.child_time:
+        _child_time(a.child_time[0], a.child_time[1], int(a.child_time[2]))
+        return
     reps = a.reps or (3 if a.quick else 9)
     text = table(measure(reps, a.only), reps)
+    if a.processes:
+        text += ("\n\nFresh processes in turn, least CPU time of 12 solves in each, mean over "
+                 f"{a.processes} processes of each kind:\n\n" + processes(a.only, a.processes))
     if a.instructions:
         text += "\n\nInstructions per solve (valgrind cachegrind):\n\n" + instructions(a.only)
     print(text)

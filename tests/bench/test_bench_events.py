@@ -34,3 +34,10 @@ def test_sde_case_measures(bench: ModuleType) -> None:
     defer = events.Monitor.defer
     bench._child("sde", "every", 0)  # the valgrind child runs (here without valgrind)
     assert events.Monitor.defer is defer  # and leaves the monitor as it was
+
+
+def test_fresh_process_comparison_runs(bench: ModuleType) -> None:
+    """``--processes``: one fresh process of each kind gives a row with three times."""
+    out = bench.processes(["sde"], 1, n=1)
+    row = out.splitlines()[-1]
+    assert row.startswith("| sde |") and row.count("ms") == 3
