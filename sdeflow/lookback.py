@@ -8,7 +8,7 @@ start. The loop then restores what it had at that step's start (kept here as ref
 nothing copied) and runs that step again with the hooks called, exactly as it would have
 without look-back: the steps and the noise are the same, so the re-run step is bitwise the
 same step. For an event that never fires, ``fn`` runs once per stretch (vmapped over the
-steps) instead of once per step, and the loop syncs with the host once per stretch.
+steps) instead of once per step, and the loop reads back to the host once or twice per stretch.
 """
 
 from __future__ import annotations
