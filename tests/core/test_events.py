@@ -269,6 +269,38 @@ def test_a_step_where_nothing_fires_costs_fn_and_four_operations(
     assert per_step >= 2, per_step  # fn is evaluated at every step's end
 
 
+@pytest.mark.parametrize("kind", ["adaptive", "fixed", "sde"])
+def test_quiet_steps_cost_a_fraction_of_an_operation(kind: str) -> None:
+    """An event that never fires (a work count, not a timing): per step, well under one
+    ATen operation on top of the solve (fn and the sign test run once per stretch). With
+    the monitor on every step it is fn's two plus four."""
+    n = 50
+    w = torch.linspace(0.5, 5.0, n, dtype=D64)
+    if kind == "sde":
+        prob = sf.SDE(lambda t, x: torch.zeros_like(x), lambda t, x: torch.ones_like(x),
+                      noise="diagonal")
+        x0 = torch.zeros(n, 2, dtype=D64)
+        kw: dict = dict(solver="euler_maruyama", steps=1000, seed=0)
+    else:
+        prob = sf.ODE(lambda t, x: torch.stack([x[..., 1], -(w**2) * x[..., 0]], -1))
+        x0 = torch.stack([torch.ones(n, dtype=D64), torch.zeros(n, dtype=D64)], -1)
+        kw = dict(rtol=1e-10, atol=1e-12) if kind == "adaptive" else dict(steps=1000)
+    never = sf.Event(lambda t, x: x[..., 0] - 100.0)
+    counts = []
+    for extra in ({}, {"event": never}):
+        with _Ops() as ops:
+            sol = sf.solve(prob, x0, (0.0, 3.0), **kw, **extra)
+        counts.append(ops.n)
+    steps = sol.stats["accepted"] + sol.stats["rejected"]
+    assert steps >= 500 and torch.isnan(sol.event_t).all()
+    per_step = (counts[1] - counts[0]) / steps
+    assert per_step < 0.5, per_step
+    from sdeflow import events, lookback  # noqa: PLC0415
+
+    assert lookback.Lookback.make([events.Monitor([never], x0, 0.0, None, None)], x0,
+                                  256) is not None
+
+
 # ------------------------------------------------------------------------------ bad input
 def test_bad_event_arguments() -> None:
     x0 = torch.ones(4, 2, dtype=D64)
