@@ -23,13 +23,15 @@ value per path (shape ``x.shape[:-1]`` for a batched state ``(..., d)``, a scala
   norm, so they no longer limit the step size) and the solve ends when every path has
   triggered (status ``"event"``) or at ``t_end``.
 
-When nothing fires, the loops check stretches of steps at once (:mod:`sdeflow.lookback`,
-:meth:`Monitor.scan`): ``fn`` vmapped over the stretch's end states and one min/max of
-``bias + g * s_old`` (positive and finite: no counted sign changed, nothing non-finite), one
-host sync per stretch; the step where something changed is re-run with :meth:`Monitor.accepted`
-(bitwise the same step). Where the monitor sees every step (bridge, adaptive SDEs, implicit
-solvers) a quiet step costs one call of each ``fn`` and one comparison of signs. The
-interpolant is built only for a step in which some path changed sign.
+When nothing fires, the loops check stretches of steps at once for states of up to 64 KiB
+(:mod:`sdeflow.lookback`, :meth:`Monitor.scan`): ``fn`` on the stretch's stacked end states
+(called on the stack as one batch, or vmapped over it, or state by state: whichever is the
+cheapest that gives the same numbers), then one min and one sum of ``bias + g * s_old``
+(positive and finite: no counted sign changed, nothing non-finite), one or two host syncs per
+stretch; the step where something changed is re-run with :meth:`Monitor.accepted` (bitwise the
+same step). Where the monitor sees every step (larger states, bridge, adaptive SDEs, implicit
+solvers) a quiet step costs one call of each ``fn`` and the same min and sum. The interpolant
+is built only for a step in which some path changed sign.
 
 ``sol.event_t`` / ``sol.event_x`` / ``sol.event_index`` hold, per path, the time, state and
 index (in a tuple of events) of the terminal event that stopped it, or else of the first
@@ -63,11 +65,14 @@ class Event:
     Args:
         fn: ``fn(t, x)`` returning one value per path: ``x.shape[:-1]`` for a batched state,
             a scalar (0-dim tensor or float) for an unbatched one (a scalar for a batched
-            state is the same value for every path). ``x`` is always the whole state;
-            ``t`` is a 0-dim tensor at a step's end and, while a crossing is located, a
-            tensor of one time per path (shape ``x.shape[:-1]``): write ``fn`` elementwise
-            per path (``x[..., 0] - t`` or ``x[..., 0] - level`` with ``level`` of the
-            batch's shape are fine).
+            state is the same value for every path). ``x`` is the whole state; ``t`` is a
+            0-dim tensor at a step's end and, while a crossing is located, a tensor of one
+            time per path (shape ``x.shape[:-1]``): write ``fn`` elementwise per path
+            (``x[..., 0] - t`` or ``x[..., 0] - level`` with ``level`` of the batch's shape
+            are fine). On a stretch of ``K`` steps checked at once ``fn`` may also see the
+            ``K`` states stacked in front (``x`` of shape ``(K, *x.shape)``, ``t`` of shape
+            ``(K, *x.shape[:-1])``): only once the first stretch showed that this gives
+            bitwise the values of one call per state (docs/events.md, "Cost").
         terminal: freeze a path at its first crossing (the solve ends when all have).
         direction: ``+1`` counts only upward crossings (``g`` from negative to positive),
             ``-1`` only downward ones, ``0`` both.
@@ -150,12 +155,14 @@ class Monitor:
         if any(e.bridge for e in self.events):
             self.gen = torch.Generator(device="cpu")
             self.gen.manual_seed(0 if seed is None else seed + 1)
-        # without the bridge a step where nothing fires is only a test of signs (_same, or
-        # _clean on a stretch of steps: scan), docs/events.md "Cost"
+        # without the bridge a step where nothing fires is only a test of signs (_clean, on
+        # one step or on a stretch of steps: scan), docs/events.md "Cost"
         self.fast = self.gen is None
         self._zero = torch.zeros((), dtype=dt, device=x0.device)
-        self._vmap = True  # fn evaluated on a stretch of steps through torch.func.vmap
+        # how each fn is evaluated on a stretch of steps (_values_at): "direct", "vmap", "loop"
+        self._modes: dict[int, str] = {}
         self._vfns: dict[int, Any] = {}
+        self._stack_buf: Tensor | None = None  # the stacked states of a stretch (scan)
         self.g_old = [g.view(self._want) for g in self.g_old]
         self._refresh()
 
@@ -204,7 +211,7 @@ class Monitor:
         Then ``P = bias + g * s_old`` is positive everywhere exactly when no counted value
         changed (or lost) its sign, and finite exactly when every value is finite (a value
         that does not count still turns ``P`` into NaN if it is not finite): one
-        multiply-add and one min/max per check, no comparisons of whole tensors."""
+        multiply-add, one min and one sum per check, no comparisons of whole tensors."""
         masks = []
         for e in self.events:
             m = self.frozen if e.terminal else self.frozen | self.recorded
@@ -215,29 +222,21 @@ class Monitor:
         self.s_old = s.masked_fill(mask, 0.0)
         self.bias = mask.to(self.dtype)
         # +1 or -1 when every value counts and all have that sign (the usual start of a
-        # first passage): then the test needs no multiply-add, only the min and max of g
+        # first passage): then the test needs no multiply-add, only the min (max) and sum of g
         lo, hi = (float(v) for v in torch.aminmax(self.s_old)) if self.s_old.numel() else (0, 0)
         self._uniform = lo if lo == hi and lo != 0.0 else 0.0
 
-    def _same(self, g: Tensor) -> bool:
-        """The per-step test: the signs of ``g`` (0 where a path no longer counts, NaN where
-        a value is not finite) equal ``s_old`` (one host sync)."""
-        s = torch.sign(g)
-        if self._mask is not None:
-            s.masked_fill_(self._mask, 0.0)
-        return torch.equal(torch.addcmul(s, g, self._zero), self.s_old)  # + 0 g: NaN for inf
-
     def _clean(self, g: Tensor) -> bool:
         """Nothing counted changed sign in ``g`` (stacked values) and all of it is finite
-        (:meth:`_refresh`; one host sync, two when the first passes)."""
+        (:meth:`_refresh`): the least value positive (NaN fails it) and the sum finite (one
+        host sync, two when the first passes; a finite sum that overflows only sends the
+        stretch to the step-by-step check)."""
         if self._uniform > 0.0:
-            lo, hi = torch.aminmax(g)
-            return float(lo) > 0.0 and float(hi) < math.inf
+            return float(g.amin()) > 0.0 and float(g.sum()) < math.inf
         if self._uniform < 0.0:
-            lo, hi = torch.aminmax(g)
-            return float(hi) < 0.0 and float(lo) > -math.inf
-        lo, hi = torch.aminmax(torch.addcmul(self.bias, g, self.s_old))
-        return float(lo) > 0.0 and float(hi) < math.inf
+            return float(g.amax()) < 0.0 and float(g.sum()) > -math.inf
+        p = torch.addcmul(self.bias, g, self.s_old)
+        return float(p.amin()) > 0.0 and float(p.sum()) < math.inf
 
     # ------------------------------------------------------------- a run of steps at once
     def defer(self) -> bool:
@@ -247,56 +246,93 @@ class Monitor:
 
     def scan(self, ts: list[float] | Tensor, xs: list[Tensor]) -> int | None:
         """Check ``K`` accepted steps at once, ending at ``ts`` (floats, or a tensor on the
-        state's device) with states ``xs`` (nothing
-        checked since the last step the monitor saw): ``fn`` once on all ``K`` states (through
-        ``torch.func.vmap``, so each call still sees one state and a 0-dim time; a plain
-        loop over the states where ``fn`` cannot be vmapped) and one comparison of the
-        ``K`` rows of signs with their predecessors (one host sync).
+        state's device) with states ``xs`` (nothing checked since the last step the monitor
+        saw): the states stacked into one buffer kept for the solve, ``fn`` once on the stack
+        (:meth:`_values_at`) and one test of the ``K`` rows of signs against their
+        predecessors (:meth:`_clean`: one or two host syncs).
 
         Returns the index of the first step in which a live path's sign changed or a value
         is not finite, with the monitor's last values moved to that step's start, so the
         loop re-runs that step through :meth:`accepted`; ``None`` when no step did (the last
         values are then those at ``ts[-1]``)."""
         with torch.no_grad():
-            big_x = torch.stack(xs)
+            k = len(xs)
+            buf = self._stack_buf
+            if buf is None or buf.shape[0] < k or buf.shape[1:] != xs[0].shape \
+                    or buf.dtype != xs[0].dtype:
+                # one buffer for the solve's stretches: no new memory to fault in per stretch
+                buf = self._stack_buf = torch.empty((k, *xs[0].shape), dtype=xs[0].dtype,
+                                                    device=xs[0].device)
+            big_x = torch.stack(xs, out=buf[:k])
             big_t = (ts.to(dtype=self.dtype, device=self.device) if isinstance(ts, Tensor)
                      else torch.tensor(ts, dtype=torch.float64).to(dtype=self.dtype,
                                                                    device=self.device))
             gs = [self._values_at(e, big_t, big_x, ts, xs) for e in self.events]
-        k = len(xs)
         big_g = self._stacked(gs, 1)  # (K, [events,] *paths)
         if self._clean(big_g):
-            self.g_old = [g[-1] for g in gs]  # the signs, s_old, are those of before
+            # (copies: fn's values may be views of the stretch's buffer) the signs, s_old,
+            # are those of before
+            self.g_old = [g[-1].clone() for g in gs]
             return None
         p = torch.addcmul(self.bias, big_g, self.s_old).reshape(k, -1)
         lo, hi = torch.aminmax(p, dim=1)
         bad = ~(lo > 0.0) | ~(hi < math.inf)
         first = int(bad.to(torch.uint8).argmax())
         if first > 0:
-            self.g_old = [g[first - 1] for g in gs]
+            self.g_old = [g[first - 1].clone() for g in gs]
         return first
 
     def _values_at(self, ev: Event, big_t: Tensor, big_x: Tensor, ts: list[float] | Tensor,
                    xs: list[Tensor]) -> Tensor:
-        """``fn`` at the ``K`` step ends, shape ``(K, *paths)``: vmapped over the steps when
-        ``fn`` allows it, else one call per state (which also names a wrong shape)."""
+        """``fn`` at the ``K`` step ends, shape ``(K, *paths)``.
+
+        Three ways, the cheapest that gives the same numbers: ``fn`` called once on the
+        stacked states as a batch of ``K`` times more paths (``t`` of shape ``(K, *paths)``;
+        used once the first stretch showed it bitwise equal to the vmapped call), ``fn``
+        vmapped over the steps (each call sees one state and a 0-dim time), or one call per
+        state (``fn`` not vmappable; this also names a wrong shape)."""
         k, want = len(xs), self._want
-        if self._vmap:
+        mode = self._modes.get(id(ev), "vmap")
+        if mode == "direct":
+            out = self._direct(ev, big_t, big_x)
+            if out is not None:
+                return out
+            mode = self._modes[id(ev)] = "vmap"
+        if mode == "vmap":
             try:
                 vf = self._vfns.get(id(ev))
                 if vf is None:
                     vf = self._vfns[id(ev)] = torch.func.vmap(ev.fn)
                 out = vf(big_t, big_x)
             except Exception:  # noqa: BLE001 -- not vmappable (.item(), a float, ...): loop
-                self._vmap = False
+                self._modes[id(ev)] = "loop"
             else:
-                if isinstance(out, Tensor) and out.shape[1:] == want:
-                    return out.to(self.dtype)
                 if isinstance(out, Tensor) and out.dim() == 1 and want:
                     # one value for every path at each step (e.g. fn = t - t_stop)
-                    return out.to(self.dtype).reshape(k, *([1] * len(want))).expand(k, *want)
+                    out = out.reshape(k, *([1] * len(want))).expand(k, *want)
+                if isinstance(out, Tensor) and out.shape[1:] == want:
+                    out = out.to(self.dtype)
+                    if id(ev) not in self._modes:  # the first stretch: can fn take the stack?
+                        d = self._direct(ev, big_t, big_x)
+                        same = d is not None and bool(torch.equal(d, out))
+                        self._modes[id(ev)] = "direct" if same else "vmap"
+                    return out
+                self._modes[id(ev)] = "loop"
         return torch.stack([self.coerce(ev.fn(big_t[i], xs[i]), ts[i], xs[i], finite=False)
                             .view(want) for i in range(k)])
+
+    def _direct(self, ev: Event, big_t: Tensor, big_x: Tensor) -> Tensor | None:
+        """``fn`` on the stacked states as one batch (``t`` broadcast to ``(K, *paths)``),
+        shape ``(K, *paths)``; ``None`` where that fails or gives another shape."""
+        k, want = big_x.shape[0], self._want
+        tt = big_t.reshape(k, *([1] * len(want))).expand(k, *want)
+        try:
+            out = ev.fn(tt, big_x)
+        except Exception:  # noqa: BLE001 -- fn needs one state at a time
+            return None
+        if not isinstance(out, Tensor) or out.shape != (k, *want):
+            return None
+        return out.to(self.dtype)
 
     # ----------------------------------------------------------------------- the hook
     def accepted(self, t: float, t_new: float, x: Tensor, x_new: Tensor,
@@ -313,7 +349,7 @@ class Monitor:
             g_new.append(out)
         g_old = self.g_old
         self.g_old = g_new
-        if self.fast and self._same(self._stacked(g_new)):
+        if self.fast and self._clean(self._stacked(g_new)):
             return None  # no counted path changed sign and every value is finite
         out = self._slow(t, t_new, x, x_new, interp, [g.reshape(-1) for g in g_old],
                          [g.reshape(-1) for g in g_new])

@@ -7,8 +7,11 @@ nothing, or names the first step that needs it, having moved its memory to that 
 start. The loop then restores what it had at that step's start (kept here as references,
 nothing copied) and runs that step again with the hooks called, exactly as it would have
 without look-back: the steps and the noise are the same, so the re-run step is bitwise the
-same step. For an event that never fires, ``fn`` runs once per stretch (vmapped over the
-steps) instead of once per step, and the loop reads back to the host once or twice per stretch.
+same step. For an event that never fires, ``fn`` runs once per stretch (on the stacked states)
+instead of once per step, and the loop reads back to the host once or twice per stretch. Only
+states of up to :data:`LOOK_STATE_MAX` bytes are looked back over: for larger ones a check is
+bound by memory traffic, and it costs least right after the step, while the state is still in
+the cache.
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ import torch
 Tensor = torch.Tensor
 
 #: most bytes of states kept for one stretch (they are the loop's own tensors, not copies; the
-#: check stacks them once more)
-LOOK_BYTES = 32 * 2**20
+#: check stacks them once more into one buffer)
+LOOK_BYTES = 2**20
+#: states larger than this are checked on every step instead: a check is then bound by memory
+#: traffic, not by the cost of calling operations, and it is cheapest while the state is
+#: still in the cache (bench/stiff/events_results.md)
+LOOK_STATE_MAX = 2**16
 #: stretches shorter than this are not worth it: the hooks see every step
 MIN_STRETCH = 8
 
@@ -48,7 +55,10 @@ class Lookback:
         if len(hooks) != 1 or not callable(getattr(hooks[0], "defer", None)) \
                 or not hooks[0].defer():
             return None
-        size = min(longest, LOOK_BYTES // max(1, x0.numel() * x0.element_size()))
+        b = max(1, x0.numel() * x0.element_size())
+        if b > LOOK_STATE_MAX:
+            return None
+        size = min(longest, LOOK_BYTES // b)
         return Lookback(hooks[0], size) if size >= MIN_STRETCH else None
 
     def start(self, k: int) -> None:
@@ -88,4 +98,4 @@ class Lookback:
         return entry
 
 
-__all__ = ["Lookback", "LOOK_BYTES", "MIN_STRETCH"]
+__all__ = ["Lookback", "LOOK_BYTES", "LOOK_STATE_MAX", "MIN_STRETCH"]

@@ -23,7 +23,7 @@ def bench() -> ModuleType:
 
 def test_sde_case_measures(bench: ModuleType) -> None:
     """One repeat of the SDE case: the table has its row; with the look-back the event adds
-    well under one ATen op per step (the monitor on every step adds fn's two plus four)."""
+    well under one ATen op per step (the monitor on every step adds fn's two plus five)."""
     res = bench.measure(1, ["sde"])
     r = res["sde"]
     assert r["steps"] == 2000

@@ -172,3 +172,80 @@ def test_gradients_through_a_solve_with_events(monkeypatch: pytest.MonkeyPatch,
     torch.testing.assert_close(grads[0][0][live, 0],
                                torch.full((int(live.sum()),), math.exp(-0.7), dtype=D64),
                                rtol=1e-6, atol=0)
+
+
+# ------------------------------------------------------------- how fn sees a stretch
+def test_an_elementwise_fn_is_called_on_the_stacked_stretch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """fn elementwise per path: after the first stretch (which compares the two), each
+    stretch is one call of fn on the K stacked states, x of shape (K, 300, 2) and t of
+    shape (K, 300), one time per step; the results are still those of every step."""
+    seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+
+    def fn(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not torch._C._functorch.is_batchedtensor(x):
+            seen.append((tuple(t.shape), tuple(x.shape)))
+        return x[..., 0] - 0.5 * t
+
+    a, b = _both(monkeypatch, OSC, X_OSC, (0.0, 4.0), solver="rk4", steps=700,
+                 event=sf.Event(fn))
+    _same(a, b)
+    stacked = [(ts, xs) for ts, xs in seen if len(xs) == 3]
+    assert len(stacked) >= 3
+    assert all(xs[1:] == (300, 2) and ts == xs[:2] for ts, xs in stacked)
+
+
+def test_a_fn_that_couples_the_paths_is_not_called_on_the_stack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """fn = x - (max over the batch) + 0.5: on K stacked states the max would run over all K
+    steps. Path 0 falls from 3 (dx/dt = -1), the other 19 sit at 0.3, so theirs rises through
+    zero when 3 - t = 0.8, at t = 2.2, in the second stretch or later (on the stack, the max
+    of a stretch holding earlier steps would hide it). The first stretch shows that the
+    stacked call gives other values, so fn is vmapped instead: the crossings are found, as on
+    every step."""
+    ode = sf.ODE(lambda t, x: torch.cat([-torch.ones_like(x[:1]), torch.zeros_like(x[1:])]))
+    x0 = torch.full((20, 1), 0.3, dtype=D64)
+    x0[0] = 3.0
+    ev = sf.Event(lambda t, x: x[..., 0] - x[..., 0].amax() + 0.5, direction=1)
+    for kw in (dict(solver="rk4", steps=600),
+               dict(rtol=1e-10, controller=sf.PIController(dt_max=0.005))):
+        a, b = _both(monkeypatch, ode, x0, (0.0, 3.0), event=ev, **kw)
+        _same(a, b)
+        assert a.stats["accepted"] >= 600
+        # found in the step holding t = 2.2 (where in it is not meaningful for a coupled g:
+        # while a crossing is located the other paths, path 0 among them, sit at the step's
+        # end)
+        assert bool(((a.event_t[1:] > 2.19) & (a.event_t[1:] < 2.21)).all())
+        assert bool(torch.isnan(a.event_t[0]))
+
+
+def test_an_unbatched_state_and_a_fn_returning_a_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single state (2,) with fn = x[0] - 0.5 (on a stack, x[0] is the first state: the
+    wrong shape, so not used), and a batch with fn = x[..., 0], a view of the stretch's
+    buffer, which the next stretch overwrites (the monitor keeps copies)."""
+    one = sf.ODE(lambda t, x: torch.stack([x[1], -x[0]]))
+    x1 = torch.tensor([1.0, 0.0], dtype=D64)
+    for fn, prob, x0 in ((lambda t, x: x[0] - 0.5, one, x1),
+                         (lambda t, x: x[..., 0], OSC, X_OSC)):
+        ev = sf.Event(fn, terminal=False)
+        a, b = _both(monkeypatch, prob, x0, (0.0, 12.0), solver="rk4", steps=3000, event=ev)
+        _same(a, b)
+        assert bool(torch.isfinite(a.event_t).all())
+    assert float(a.event_t[0]) == pytest.approx(math.pi / (2 * float(W[0])), abs=1e-9)
+
+
+def test_large_states_are_checked_on_every_step() -> None:
+    """Above LOOK_STATE_MAX bytes a check is bound by memory traffic: the loop calls the
+    monitor on every step (while the state is still in the cache) instead of looking back."""
+    from sdeflow.lookback import LOOK_BYTES, LOOK_STATE_MAX, MIN_STRETCH, Lookback  # noqa: PLC0415
+
+    class Hook:
+        def defer(self) -> bool:
+            return True
+
+    small = torch.zeros(LOOK_STATE_MAX // 8, dtype=D64)
+    big = torch.zeros(LOOK_STATE_MAX // 8 + 1, dtype=D64)
+    look = Lookback.make([Hook()], small, 10_000)
+    assert look is not None and look.size == LOOK_BYTES // LOOK_STATE_MAX >= MIN_STRETCH
+    assert Lookback.make([Hook()], big, 10_000) is None
+    assert Lookback.make([Hook()], torch.zeros(4, dtype=D64), 100).size == 100
