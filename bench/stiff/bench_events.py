@@ -19,7 +19,10 @@ time (median and min):
 5. ``sde_ou``: 1,000 Ornstein-Uhlenbeck paths (state (1000, 4)), milstein, 2,000 fixed steps,
    the same level;
 6. ``sde_bridge``: case 4 with ``bridge=True`` (one gradient of ``fn`` and one uniform per path
-   and step: a real cost, reported for information).
+   and step: a real cost, reported for information);
+7. ``sde_big``: case 4 with 100,000 paths (state (100000, 1), 800 KB) and 200 steps: a state
+   over ``sdeflow.lookback.LOOK_STATE_MAX``, so the monitor sees every step (the "every step"
+   column is then the same run).
 
 Besides the times: the paired overhead (median over repeats of event / no event of two adjacent
 runs, robust to a shared machine's drifting load), the hook's own time per step inside the
@@ -86,8 +89,14 @@ def cases() -> dict[str, tuple[Callable[..., sf.Solution], sf.Event]]:
     def fixed(**kw: Any) -> sf.Solution:
         return sf.solve(big, xb, (0.0, 10.0), solver="rk4", steps=1000, **kw)
 
+    xbig = torch.zeros(100_000, 1, dtype=D64)
+
+    def sde_big(**kw: Any) -> sf.Solution:
+        return sf.solve(bm, xbig, (0.0, 1.0), solver="euler_maruyama", steps=200, seed=0, **kw)
+
     return {"batch": (batch, never), "small": (one, never), "fixed": (fixed, never),
-            "sde": (sde, level), "sde_ou": (sde_ou, level), "sde_bridge": (sde, bridge)}
+            "sde": (sde, level), "sde_ou": (sde_ou, level), "sde_bridge": (sde, bridge),
+            "sde_big": (sde_big, level)}
 
 
 class _OpCount(TorchDispatchMode):
