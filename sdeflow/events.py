@@ -158,7 +158,6 @@ class Monitor:
         # without the bridge a step where nothing fires is only a test of signs (_clean, on
         # one step or on a stretch of steps: scan), docs/events.md "Cost"
         self.fast = self.gen is None
-        self._zero = torch.zeros((), dtype=dt, device=x0.device)
         # how each fn is evaluated on a stretch of steps (_values_at): "direct", "vmap", "loop"
         self._modes: dict[int, str] = {}
         self._vfns: dict[int, Any] = {}
@@ -217,7 +216,6 @@ class Monitor:
             m = self.frozen if e.terminal else self.frozen | self.recorded
             masks.append(m.view(self._want))
         mask = self._stacked(masks)
-        self._mask = mask if bool(mask.any()) else None
         s = torch.sign(self._stacked(self.g_old))
         self.s_old = s.masked_fill(mask, 0.0)
         self.bias = mask.to(self.dtype)
