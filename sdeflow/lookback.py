@@ -51,7 +51,8 @@ class Lookback:
     @staticmethod
     def make(hooks: Sequence[Any], x0: Tensor, longest: int) -> Lookback | None:
         """A look-back for ``hooks`` (one hook that can defer), stretches of at most
-        ``longest`` steps and :data:`LOOK_BYTES` of states; ``None``: call them every step."""
+        ``longest`` steps and :data:`LOOK_BYTES` of states; ``None``: call them every step
+        (also for a state over :data:`LOOK_STATE_MAX` bytes)."""
         if len(hooks) != 1 or not callable(getattr(hooks[0], "defer", None)) \
                 or not hooks[0].defer():
             return None
